@@ -1,0 +1,195 @@
+"""Text file -> `<file>.<tokenizer>.hdf5` (dataset `tokens`) and `<file>.<tokenizer>.line` (token offsets).
+
+The layout is the one the original project (after vokenization) used: empty lines are dropped, the tokens of all
+kept lines are concatenated without special tokens, and the `.line` file holds the token offset where each kept line
+starts followed by the total token count (so it has one more entry than there are lines).
+
+    python -m reuse.tokenize data/wiki-embedded/en.train.raw --tokenizer bert-base-uncased
+    python -m reuse.tokenize data/wiki-embedded/en.*.raw --train-vocab 8192 --kind wordpiece
+
+Streaming: lines are read and encoded in batches, so memory does not grow with the corpus. The Rust tokenizer
+encodes each batch on every core. Outputs appear under their final names only when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+ASSETS = Path(__file__).parent / "assets" / "tokenizers"
+VENDORED = ("bert-base-uncased", "roberta-bpe")
+BATCH_LINES = 4096
+H5_CHUNK = 1 << 20
+
+
+class TokenizeError(Exception):
+    """Bad input to tokenization; the message says what to do."""
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The smallest unsigned integer type that holds every id."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if vocab_size <= np.iinfo(dtype).max + 1:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
+
+
+def load_tokenizer(name_or_path: str, search_dirs: Sequence[Path] = ()):
+    """A vendored name, a tokenizer folder (also looked for in search_dirs), or a Hub name."""
+    from transformers import AutoTokenizer
+
+    candidates = [ASSETS / name_or_path] if name_or_path in VENDORED else []
+    candidates += [Path(name_or_path)] + [Path(d) / name_or_path for d in search_dirs]
+    for folder in candidates:
+        if folder.is_dir():
+            return AutoTokenizer.from_pretrained(str(folder))
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as e:
+        raise TokenizeError(
+            f"tokenizer {name_or_path!r} is neither vendored ({', '.join(VENDORED)}), nor a local folder, nor "
+            f"reachable on the Hugging Face Hub ({str(e).splitlines()[0]}); use a vendored name or a folder") from e
+
+
+def tokenizer_name(name_or_path: str) -> str:
+    """The name used in output file names: the folder's base name for a path, the Hub id's last part otherwise."""
+    return Path(name_or_path.rstrip("/")).name
+
+
+def read_batches(path: Path, batch_lines: int) -> Iterator[list[str]]:
+    batch = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                batch.append(line)
+                if len(batch) == batch_lines:
+                    yield batch
+                    batch = []
+    if batch:
+        yield batch
+
+
+def encode_batch(tokenizer, lines: list[str]) -> list[list[int]]:
+    # The backend's batch call runs on all cores (Rust threads) and skips building Python offset objects.
+    return [e.ids for e in tokenizer.backend_tokenizer.encode_batch_fast(lines, add_special_tokens=False)]
+
+
+def output_paths(path: Path, name: str) -> tuple[Path, Path]:
+    return Path(f"{path}.{name}.hdf5"), Path(f"{path}.{name}.line")
+
+
+def tokenize_file(path: Path, tokenizer, name: str, batch_lines: int = BATCH_LINES, force: bool = False) -> dict:
+    """Tokenize one text file; returns counts. Skips a file whose outputs are newer than it, unless force."""
+    path = Path(path)
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise TokenizeError(f"{path} is missing or unreadable")
+    h5_path, line_path = output_paths(path, name)
+    if not force and h5_path.exists() and line_path.exists() and h5_path.stat().st_mtime >= path.stat().st_mtime:
+        with h5py.File(h5_path, "r") as h5:
+            return {"file": str(path), "lines": int(h5.attrs["num_lines"]), "tokens": len(h5["tokens"]),
+                    "skipped": True}
+    dtype = token_dtype(len(tokenizer))
+    h5_tmp, line_tmp = Path(f"{h5_path}.tmp"), Path(f"{line_path}.tmp")
+    n_tokens = n_lines = 0
+    bar = tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=f"tokenize {path.name}", disable=None)
+    try:
+        with h5py.File(h5_tmp, "w") as h5, open(line_tmp, "w") as line_file:
+            tokens = h5.create_dataset("tokens", shape=(0,), maxshape=(None,), dtype=dtype, chunks=(H5_CHUNK,))
+            for lines in read_batches(path, batch_lines):
+                ids = [x for x in encode_batch(tokenizer, lines) if x]
+                lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+                starts = n_tokens + np.concatenate(([0], np.cumsum(lengths)[:-1])) if len(ids) else []
+                line_file.write("".join(f"{s}\n" for s in starts))
+                flat = np.fromiter((t for x in ids for t in x), dtype=dtype, count=int(lengths.sum()))
+                tokens.resize((n_tokens + len(flat),))
+                tokens[n_tokens:] = flat
+                n_tokens += len(flat)
+                n_lines += len(ids)
+                bar.update(sum(len(s.encode("utf-8")) + 1 for s in lines))
+            line_file.write(f"{n_tokens}\n")
+            if n_tokens == 0:
+                raise TokenizeError(f"{path} holds no text: nothing to tokenize")
+            h5.attrs.update({"tokenizer": name, "vocab_size": len(tokenizer), "num_lines": n_lines,
+                             "source": path.name})
+    except BaseException:
+        h5_tmp.unlink(missing_ok=True)
+        line_tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        bar.close()
+    os.replace(h5_tmp, h5_path)
+    os.replace(line_tmp, line_path)
+    return {"file": str(path), "lines": n_lines, "tokens": n_tokens, "skipped": False}
+
+
+def train_vocab(files: Sequence[Path], kind: str, size: int, out_dir: Path) -> Path:
+    """Train a WordPiece (BERT) or byte-level BPE (RoBERTa) vocabulary with `tokenizers`; save a tokenizer folder."""
+    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers.implementations import BertWordPieceTokenizer
+    from transformers import BertTokenizerFast, RobertaTokenizerFast
+
+    files = [str(f) for f in files]
+    folder = out_dir / f"{'bert-wordpiece' if kind == 'wordpiece' else 'roberta-bpe'}-{size}"
+    if kind == "wordpiece":
+        trainer = BertWordPieceTokenizer(lowercase=True)
+        trainer.train(files, vocab_size=size, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+        tok = BertTokenizerFast(tokenizer_object=trainer._tokenizer, do_lower_case=True, unk_token="[UNK]",
+                                sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]")
+    elif kind == "bpe":
+        trainer = ByteLevelBPETokenizer()
+        # Same special-token order as roberta-base: pad at 1, because RoBERTa offsets positions by the pad id.
+        trainer.train(files, vocab_size=size, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+        tok = RobertaTokenizerFast(tokenizer_object=trainer._tokenizer, bos_token="<s>", eos_token="</s>",
+                                   sep_token="</s>", cls_token="<s>", unk_token="<unk>", pad_token="<pad>",
+                                   mask_token="<mask>")
+    else:
+        raise TokenizeError(f"unknown vocabulary kind {kind!r}: use wordpiece or bpe")
+    tok.model_max_length = 512
+    tmp = folder.with_name(folder.name + ".tmp")
+    tok.save_pretrained(str(tmp))
+    if folder.exists():
+        import shutil
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return folder
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m reuse.tokenize", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("files", nargs="+", type=Path, help="text files, one sentence or paragraph per line")
+    parser.add_argument("--tokenizer", default="bert-base-uncased",
+                        help="vendored name (bert-base-uncased, roberta-bpe), tokenizer folder, or Hub id")
+    parser.add_argument("--train-vocab", type=int, metavar="SIZE",
+                        help="train a vocabulary of SIZE on the first file (the training split) and use it")
+    parser.add_argument("--kind", choices=("wordpiece", "bpe"), default="wordpiece", help="with --train-vocab")
+    parser.add_argument("--force", action="store_true", help="re-tokenize files whose outputs are up to date")
+    args = parser.parse_args(argv)
+    try:
+        spec = args.tokenizer
+        if args.train_vocab:
+            if not args.files[0].is_file():
+                raise TokenizeError(f"{args.files[0]} is missing or unreadable")
+            spec = str(train_vocab(args.files[:1], args.kind, args.train_vocab, args.files[0].parent))
+            print(f"trained {args.kind} vocabulary of {args.train_vocab} -> {spec}")
+        tokenizer = load_tokenizer(spec, search_dirs=[f.parent for f in args.files])
+        name = tokenizer_name(spec)
+        for path in args.files:
+            stats = tokenize_file(path, tokenizer, name, force=args.force)
+            h5_path, _ = output_paths(path, name)
+            note = " (up to date, skipped)" if stats["skipped"] else ""
+            print(f"{h5_path}: {stats['lines']} lines, {stats['tokens']} tokens{note}")
+    except TokenizeError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

