@@ -1,0 +1,137 @@
+"""Log-perplexity of checkpoints on a tokenized split.
+
+    python -m reuse.evaluate snap/bert-12L-64H-0.001D peihaowang/... --data data/wiki-cased/en.valid.raw.bert-base-uncased.hdf5 --out results.csv
+
+By default it follows the original project's evaluation step for step (see README), so the released checkpoints
+give the paper's numbers: seed 0 set before each checkpoint, [CLS] + 126 tokens + [SEP] blocks in order (the last
+full block unused, as there), batch 64, BERT masking drawn from the global generator after the DataLoader's own
+draw, and log-perplexity = mean over batches of each batch's mean masked-token loss. `--weighting token` averages
+over masked tokens instead. Evaluation streams batches and never holds more than one batch of logits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, SequentialSampler
+from tqdm import tqdm
+
+from reuse.data import BlockDataset, DataError, add_special_tokens, mask_tokens
+from reuse.model import ModelError, count_parameters, load_model, masked_lm_loss
+from reuse.tokenize import TokenizeError, load_tokenizer
+
+
+def special_ids(tokenizer) -> torch.Tensor:
+    return torch.tensor(sorted(set(tokenizer.all_special_ids)))
+
+
+@torch.no_grad()
+def score_batches(model, batches: Iterable[torch.Tensor], tokenizer, device: torch.device,
+                  generator: torch.Generator | None = None, autocast_dtype: torch.dtype | None = None) -> dict:
+    """Mask each batch of input ids on the CPU (global generator unless one is given) and score it on `device`."""
+    model.eval()
+    special = special_ids(tokenizer)
+    batch_losses, total_loss, total_masked = [], 0.0, 0
+    for input_ids in batches:
+        inputs, labels = mask_tokens(input_ids, special, tokenizer.mask_token_id, len(tokenizer), generator=generator)
+        masked = int((labels != -100).sum())
+        if masked == 0:  # a loss over no tokens is undefined; such a batch adds nothing to either mean
+            continue
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            loss_sum = masked_lm_loss(model, inputs.to(device), labels.to(device), reduction="sum").item()
+        batch_losses.append(loss_sum / masked)
+        total_loss += loss_sum
+        total_masked += masked
+    if not batch_losses:
+        raise DataError("no batch had a masked token: the evaluation data is too small")
+    return {"log_ppl": float(np.mean(batch_losses)), "log_ppl_token": total_loss / total_masked,
+            "batches": len(batch_losses), "masked_tokens": total_masked}
+
+
+def evaluate_blocks(model, blocks: torch.Tensor, tokenizer, device: torch.device, batch_size: int = 64,
+                    seed: int = 0, autocast_dtype: torch.dtype | None = None) -> dict:
+    """In-memory blocks, masks from a private generator: the trainer's periodic evaluation, global RNG untouched."""
+    generator = torch.Generator().manual_seed(seed)
+    batches = (add_special_tokens(blocks[i:i + batch_size], tokenizer.cls_token_id, tokenizer.sep_token_id)
+               for i in range(0, len(blocks), batch_size))
+    return score_batches(model, batches, tokenizer, device, generator, autocast_dtype)
+
+
+def evaluate_original(model, tokenizer, data: str | Path, device: torch.device, batch_size: int = 64,
+                      block_size: int = 126, max_batches: int | None = None) -> dict:
+    """The original project's evaluation, draw for draw (see the module docstring)."""
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    dataset = BlockDataset(data, tokenizer.cls_token_id, tokenizer.sep_token_id, block_size)
+    dataset.num_blocks -= 1  # the original's dataset length is one less than its number of full blocks
+    if dataset.num_blocks <= 0:
+        raise DataError(f"{data} holds fewer than two blocks of {block_size} tokens")
+    # Creating the iterator draws the workers' base seed from the global generator, before the first mask.
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=SequentialSampler(dataset))
+    batches = (b for i, b in enumerate(loader) if max_batches is None or i < max_batches)
+    total = len(loader) if max_batches is None else min(max_batches, len(loader))
+    return score_batches(model, tqdm(batches, total=total, desc="evaluate", leave=False, disable=None),
+                         tokenizer, device)
+
+
+def load_checkpoint_tokenizer(checkpoint: str, data: Path):
+    """The checkpoint's own tokenizer files, else the tokenizer named by the data file."""
+    try:
+        return load_tokenizer(checkpoint)
+    except TokenizeError:
+        from reuse.data import inspect_tokens
+        return load_tokenizer(inspect_tokens(data).tokenizer, search_dirs=[data.parent])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m reuse.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoints", nargs="+", help="checkpoint folders or Hub ids")
+    parser.add_argument("--data", type=Path, required=True, help="a tokenized split, <file>.<tokenizer>.hdf5")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--block-size", type=int, default=126)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--weighting", choices=("batch", "token"), default="batch",
+                        help="batch: the original's mean of batch means; token: mean over masked tokens")
+    parser.add_argument("--max-batches", type=int, help="evaluate only the first N batches")
+    parser.add_argument("--out", type=Path, help="write one row per checkpoint to this .csv or .json")
+    args = parser.parse_args(argv)
+    rows = []
+    try:
+        for ckpt in args.checkpoints:
+            model = load_model(ckpt).to(args.device)
+            tokenizer = load_checkpoint_tokenizer(ckpt, args.data)
+            if model.config.vocab_size < len(tokenizer):
+                raise ModelError(f"{ckpt} has {model.config.vocab_size} token embeddings but its tokenizer "
+                                 f"{len(tokenizer)} tokens")
+            result = evaluate_original(model, tokenizer, args.data, torch.device(args.device), args.batch_size,
+                                       args.block_size, args.max_batches)
+            value = result["log_ppl"] if args.weighting == "batch" else result["log_ppl_token"]
+            rows.append({"checkpoint": ckpt, "parameters": count_parameters(model), "log_ppl": value,
+                         "weighting": args.weighting, "batches": result["batches"],
+                         "masked_tokens": result["masked_tokens"], "data": str(args.data)})
+            print(f"{ckpt}\t{value:.4f}")
+    except (ModelError, DataError, TokenizeError) as e:
+        sys.exit(f"error: {e}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        if args.out.suffix == ".json":
+            args.out.write_text(json.dumps(rows, indent=2))
+        else:
+            with open(args.out, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Models are plain Hugging Face `*ForMaskedLM`; this module builds and loads them and computes their loss fast.
+
+The speed-up over `model(input_ids, labels=labels)` is that the MLM head (dense + LayerNorm + the vocabulary
+projection, most of the FLOPs at small widths) runs only on the ~15% masked positions. The model itself stays a
+standard `BertForMaskedLM`/`RobertaForMaskedLM`, so checkpoints load anywhere with `AutoModelForMaskedLM`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoConfig, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel
+
+from reuse.data import IGNORE_INDEX
+
+
+class ModelError(Exception):
+    """Bad model config or checkpoint; the message says what to do."""
+
+
+def load_config(path: str | Path) -> PretrainedConfig:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        raise ModelError(f"model config {path} does not exist (see configs/ for the ladder)")
+    try:
+        with open(path) as f:
+            fields = json.load(f)
+        return AutoConfig.for_model(**fields)
+    except (json.JSONDecodeError, ValueError, KeyError) as e:
+        raise ModelError(f"{path} is not a Hugging Face model config with a model_type ({e})") from e
+
+
+def build_model(config: PretrainedConfig) -> PreTrainedModel:
+    return AutoModelForMaskedLM.from_config(config, attn_implementation="sdpa")
+
+
+def is_checkpoint(folder: str | Path) -> bool:
+    folder = Path(folder)
+    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors")) or \
+        (folder / "config.json").is_file() and (folder / "pytorch_model.bin").is_file()
+
+
+def load_model(name_or_folder: str | Path) -> PreTrainedModel:
+    """A checkpoint folder or a Hub id (the released `peihaowang/data-efficient-scaling` ones load the same way)."""
+    folder = Path(name_or_folder)
+    if folder.exists() and not is_checkpoint(folder):
+        raise ModelError(f"{folder} is not a checkpoint folder: it needs config.json and model.safetensors "
+                         f"(a folder written by save_pretrained)")
+    try:
+        return AutoModelForMaskedLM.from_pretrained(str(name_or_folder), attn_implementation="sdpa")
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load checkpoint {name_or_folder!r}: {str(e).splitlines()[0]}") from e
+
+
+def mlm_head(model: PreTrainedModel) -> torch.nn.Module:
+    for name in ("cls", "lm_head"):  # BertForMaskedLM, RobertaForMaskedLM
+        if hasattr(model, name):
+            return getattr(model, name)
+    raise ModelError(f"{type(model).__name__} has no MLM head (cls or lm_head)")
+
+
+def masked_lm_loss(model: PreTrainedModel, input_ids: torch.Tensor, labels: torch.Tensor,
+                   reduction: str = "sum") -> torch.Tensor:
+    """Cross-entropy over masked positions, with the head computed on those positions only.
+
+    No attention mask: every block has the same length, so nothing is padded.
+    """
+    hidden = model.base_model(input_ids=input_ids).last_hidden_state
+    selected = labels != IGNORE_INDEX
+    logits = mlm_head(model)(hidden[selected])
+    return F.cross_entropy(logits.float(), labels[selected], reduction=reduction)
+
+
+def count_parameters(model: PreTrainedModel) -> int:
+    """Parameters with the tied decoder counted once, as the paper's x-axis."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def flops_per_step(config: PretrainedConfig, sequences: int, seq_len: int, masked_tokens: float) -> float:
+    """Training FLOPs (forward + backward = 3x forward) of one step, counting matmuls only.
+
+    Per layer and token: 2 * 12 d^2 for the projections and FFN (with intermediate 4d; the actual size is used),
+    and 2 * 2 * seq_len * d for attention scores and values. The head adds 2 * (d^2 + d V) per masked token.
+    """
+    d, layers, inter, vocab = (config.hidden_size, config.num_hidden_layers, config.intermediate_size,
+                               config.vocab_size)
+    tokens = sequences * seq_len
+    per_token = layers * (2 * (4 * d * d + 2 * d * inter) + 4 * seq_len * d)
+    head = 2 * (d * d + d * vocab)
+    return 3.0 * (tokens * per_token + masked_tokens * head)
