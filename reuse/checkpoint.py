@@ -89,7 +89,10 @@ def load_weights(model, folder: Path) -> None:
     for f in files:
         state.update(load_file(str(f)))
     missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = {k for k in missing if k.endswith("decoder.weight")}
+    # Tied tensors (the decoder's weight and bias) are saved once, under the name they are tied to.
+    own = model.state_dict()
+    loaded = {own[k].data_ptr() for k in state if k in own}
+    tied = {k for k in missing if own[k].data_ptr() in loaded}
     if set(missing) - tied or unexpected:
         raise CheckpointError(f"{folder} does not match the model: missing {sorted(set(missing) - tied)[:5]}, "
                               f"unexpected {sorted(unexpected)[:5]}")
