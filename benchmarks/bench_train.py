@@ -1,0 +1,109 @@
+"""Training tokens/s of reuse.train's step against the step a user would write with transformers, and MFU.
+
+    python benchmarks/bench_train.py [--configs configs/bert-12L-64H.json configs/bert-12L-256H.json]
+
+Baseline: BertForMaskedLM computing logits at every position + DataCollatorForLanguageModeling + torch.optim.AdamW.
+Ours: reuse.train.train_step (MLM head on masked positions only, masks drawn on the device, blocks in memory).
+Same config, batch and sequence length, measured alternately in the same run. MFU is model FLOPs (reuse.model
+.flops_per_step, which counts the head on masked tokens only; the baseline's extra head work is not "useful")
+over the machine's matmul peak, measured here with a large fp32 (or bf16 on CUDA) matmul.
+"""
+
+import argparse
+import time
+from types import SimpleNamespace
+
+import torch
+from transformers import DataCollatorForLanguageModeling
+
+from reuse.evaluate import special_ids
+from reuse.model import build_model, flops_per_step, load_config
+from reuse.tokenize import load_tokenizer
+from reuse.train import LossModule, lr_lambda, make_optimizer, train_step
+
+
+def matmul_peak(device, dtype, n=2048, reps=10):
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n ** 3 * reps / (time.perf_counter() - start)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(step, steps, warmup, device):
+    for _ in range(warmup):
+        step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return (time.perf_counter() - start) / steps
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--configs", nargs="+", default=["configs/bert-12L-64H.json", "configs/bert-12L-256H.json"])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    amp = torch.bfloat16 if device.type == "cuda" else None
+    tokenizer = load_tokenizer("bert-base-uncased")
+    peak = matmul_peak(device, amp or torch.float32)
+    print(f"device {device}, {torch.get_num_threads()} threads, matmul peak {peak / 1e12:.3f} TFLOP/s, "
+          f"batch {args.batch_size} x 128 tokens, {'bf16 autocast' if amp else 'fp32'}")
+    gen = torch.Generator().manual_seed(0)
+    blocks = torch.randint(1000, 30000, (args.batch_size * 4, 126), generator=gen)
+    ids = torch.cat([torch.full((len(blocks), 1), 101), blocks, torch.full((len(blocks), 1), 102)], dim=1)
+    for path in args.configs:
+        config = load_config(path)
+        tokens = args.batch_size * 128
+
+        baseline_model = build_model(config).to(device).train()
+        baseline_opt = torch.optim.AdamW(baseline_model.parameters(), lr=1e-4)
+        collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
+        examples = [{"input_ids": row} for row in ids[:args.batch_size]]
+
+        def baseline_step():
+            batch = {k: v.to(device) for k, v in collator(examples).items()}
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                loss = baseline_model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(baseline_model.parameters(), 1.0)
+            baseline_opt.step()
+            baseline_opt.zero_grad(set_to_none=True)
+
+        model = build_model(config).to(device).train()
+        cfg = SimpleNamespace(batch_size=args.batch_size, micro_batch_size=0, mlm_probability=0.15, grad_clip=1.0,
+                              lr=1e-4, weight_decay=0.01, adam_beta2=0.98, adam_eps=1e-6)
+        optimizer = make_optimizer(model, cfg)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(10, 1000))
+        loss_fn = LossModule(model)
+        special = special_ids(tokenizer).to(device)
+        mask_gen = torch.Generator(device=device).manual_seed(0)
+        device_ids = ids[:args.batch_size].to(device)
+
+        def our_step():
+            train_step(model, loss_fn, optimizer, scheduler, device_ids, cfg, 0, 1, mask_gen, special, tokenizer, amp)
+
+        t_base = timed(baseline_step, args.steps, 2, device)
+        t_ours = timed(our_step, args.steps, 2, device)
+        useful = flops_per_step(config, args.batch_size, 128, 0.15 * args.batch_size * 126)
+        name = path.split("/")[-1].removesuffix(".json")
+        print(f"{name:16s} baseline {tokens / t_base:9,.0f} tok/s (MFU {useful / t_base / peak:5.1%})   "
+              f"reuse.train {tokens / t_ours:9,.0f} tok/s (MFU {useful / t_ours / peak:5.1%})   "
+              f"speed-up {t_base / t_ours:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
