@@ -33,6 +33,7 @@ from reuse import checkpoint as ckpt
 from reuse.cli import add_dataclass_arguments, dataclass_from_args
 from reuse.data import DataError, add_special_tokens, inspect_tokens, load_blocks, mask_tokens
 from reuse.evaluate import evaluate_blocks, special_ids
+from reuse.grow import GrowthError
 from reuse.model import (ModelError, build_model, count_parameters, flops_per_step, load_config, load_model,
                          masked_lm_loss)
 from reuse.tokenize import TokenizeError, load_tokenizer
@@ -115,7 +116,7 @@ def prepare_output_dir(cfg: TrainConfig, resolved: dict, rank: int) -> bool:
         return True
     if rank == 0:
         if cfg.overwrite:
-            for name in ("checkpoints", "best", "tb", "summary.json", "run_config.json", "log.jsonl"):
+            for name in ("checkpoints", "best", "tb", "summary.json", "run_config.json", "log.jsonl", "growth.json"):
                 path = out / name
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
@@ -125,15 +126,18 @@ def prepare_output_dir(cfg: TrainConfig, resolved: dict, rank: int) -> bool:
 
 
 def make_model(cfg: TrainConfig):
+    """Returns (model, growth report or None)."""
     if cfg.init_from and cfg.grow_method:
         from reuse.grow import grow_checkpoint  # the growth operators plug in here
-        return grow_checkpoint(cfg.init_from, load_config(cfg.config), cfg.grow_method, seed=cfg.seed)[0]
+        if not cfg.config:
+            raise TrainError("--grow-method needs --config, the larger target model")
+        return grow_checkpoint(cfg.init_from, load_config(cfg.config), cfg.grow_method, seed=cfg.seed)
     if cfg.init_from:
-        return load_model(cfg.init_from)
+        return load_model(cfg.init_from), None
     if not cfg.config:
         raise TrainError("give --config (a model config) or --init-from (a checkpoint)")
     torch.manual_seed(cfg.seed)
-    return build_model(load_config(cfg.config))
+    return build_model(load_config(cfg.config)), None
 
 
 def lr_lambda(warmup_steps: int, total_steps: int):
@@ -204,7 +208,7 @@ def train(cfg: TrainConfig) -> dict:
         raise TrainError(f"--micro-batch-size {cfg.micro_batch_size} does not divide the per-process batch {share}")
     info = inspect_tokens(cfg.train_data)
     tokenizer = load_tokenizer(cfg.tokenizer or info.tokenizer, search_dirs=[Path(cfg.train_data).parent])
-    model = make_model(cfg)
+    model, growth = make_model(cfg)
     if model.config.vocab_size != len(tokenizer):
         raise TrainError(f"the model has vocab_size {model.config.vocab_size} but tokenizer {info.tokenizer!r} has "
                          f"{len(tokenizer)} tokens: use a config with vocab_size {len(tokenizer)}")
@@ -226,6 +230,8 @@ def train(cfg: TrainConfig) -> dict:
                 "tokenizer": cfg.tokenizer or info.tokenizer}
     resume = prepare_output_dir(cfg, resolved, rank)
     out = Path(cfg.output_dir)
+    if growth is not None and rank == 0:
+        (out / "growth.json").write_text(json.dumps(growth))
 
     model.to(device)
     optimizer = make_optimizer(model, cfg)
@@ -333,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = dataclass_from_args(TrainConfig, parser.parse_args(argv))
     try:
         summary = train(cfg)
-    except (TrainError, DataError, ModelError, TokenizeError, ckpt.CheckpointError) as e:
+    except (TrainError, DataError, ModelError, TokenizeError, ckpt.CheckpointError, GrowthError) as e:
         sys.exit(f"error: {e}")
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary, indent=2))
