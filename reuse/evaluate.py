@@ -83,6 +83,26 @@ def evaluate_original(model, tokenizer, data: str | Path, device: torch.device, 
                          tokenizer, device)
 
 
+def unigram_baseline(train: str | Path, valid: str | Path, vocab_size: int) -> float:
+    """Cross-entropy (nats) on `valid` of a model that predicts training token frequencies (add-one smoothed):
+    the level a masked LM must beat to have learned anything beyond frequencies."""
+    import h5py
+
+    counts = np.ones(vocab_size, dtype=np.float64)
+    for path, sign in ((train, 1), (valid, 0)):
+        with h5py.File(path, "r") as h5:
+            tokens = h5["tokens"]
+            if sign:
+                for start in range(0, len(tokens), 1 << 22):
+                    counts += np.bincount(tokens[start:start + (1 << 22)], minlength=vocab_size)
+            else:
+                valid_counts = np.zeros(vocab_size)
+                for start in range(0, len(tokens), 1 << 22):
+                    valid_counts += np.bincount(tokens[start:start + (1 << 22)], minlength=vocab_size)
+    log_p = np.log(counts / counts.sum())
+    return float(-(valid_counts * log_p).sum() / valid_counts.sum())
+
+
 def load_checkpoint_tokenizer(checkpoint: str, data: Path):
     """The checkpoint's own tokenizer files, else the tokenizer named by the data file."""
     try:
@@ -90,6 +110,41 @@ def load_checkpoint_tokenizer(checkpoint: str, data: Path):
     except TokenizeError:
         from reuse.data import inspect_tokens
         return load_tokenizer(inspect_tokens(data).tokenizer, search_dirs=[data.parent])
+
+
+def evaluate_folder(root: str | Path, data: str | Path, batch_size: int = 64, device: str = "cpu",
+                    cache: str | Path | None = None) -> list[dict]:
+    """Evaluate every checkpoint folder under `root` named like the released ones (bert-12L-64H-0.001D,
+    bert-n2n-...); rows for reuse.plot. Results are cached in `cache` (CSV) and reused on the next call."""
+    from reuse.sweep import parse_run_name
+
+    root, data = Path(root), Path(data)
+    cached = {}
+    if cache and Path(cache).is_file():
+        with open(cache, newline="") as f:
+            cached = {r["run_id"]: r for r in csv.DictReader(f)}
+    rows = []
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and parse_run_name(p.name))
+    if not folders:
+        raise DataError(f"no checkpoint folders named like bert-12L-64H-0.001D under {root}")
+    for folder in tqdm(folders, desc="checkpoints", disable=None):
+        meta = parse_run_name(folder.name)
+        if folder.name in cached:
+            row = cached[folder.name]
+        else:
+            model = load_model(folder).to(device)
+            tokenizer = load_checkpoint_tokenizer(str(folder), data)
+            result = evaluate_original(model, tokenizer, data, torch.device(device), batch_size)
+            row = {"run_id": folder.name, "parameters": count_parameters(model), "final_log_ppl": result["log_ppl"]}
+        rows.append({**row, "run_id": folder.name, "method": meta["method"], "fraction": meta["fraction"],
+                     "parameters": float(row["parameters"]), "final_log_ppl": float(row["final_log_ppl"]),
+                     "model": f"{meta['layers']}L-{meta['hidden']}H"})
+    if cache:
+        with open(cache, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["run_id", "parameters", "final_log_ppl"])
+            writer.writeheader()
+            writer.writerows({k: r[k] for k in ("run_id", "parameters", "final_log_ppl")} for r in rows)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:

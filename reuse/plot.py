@@ -1,0 +1,139 @@
+"""Figures from a results table (`results.csv` of reuse.sweep, or rows from reuse.evaluate).
+
+    python -m reuse.plot results/demo/results.csv --out results/demo/curves.png [--loss best_log_ppl]
+
+Figure 4a of the paper: log-perplexity against parameters (millions), one curve per data fraction; from scratch as
+dotted lines with stars on a GnBu ramp, reused as solid lines with dots on a YlOrBr ramp, legend "Data Frac." in
+percent. Also loss against training FLOPs and loss against fraction. Each figure is written as PNG and PDF.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+STYLE = {"scratch": ("GnBu", ":", "*", "scratch"), "reuse": ("YlOrBr", "-", "o", "reuse")}
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    needed = {"parameters", "fraction", "method", "final_log_ppl"}
+    if not rows or not needed <= set(rows[0]):
+        raise SystemExit(f"error: {path} needs the columns {sorted(needed)} and at least one row")
+    for row in rows:
+        for key in ("parameters", "fraction", "final_log_ppl", "best_log_ppl", "train_flops", "training_tokens"):
+            if row.get(key) not in (None, ""):
+                row[key] = float(row[key])
+    return rows
+
+
+def curves(rows: list[dict], x: str, loss: str) -> dict:
+    """(method, fraction) -> sorted [(x, loss)]; at the smallest model reuse coincides with scratch, so the reuse
+    curve starts from that scratch point, as in the paper."""
+    groups = defaultdict(list)
+    for row in rows:
+        if row.get(loss) not in (None, ""):
+            groups[(row["method"], row["fraction"])].append((row[x], row[loss]))
+    for (method, fraction), points in list(groups.items()):
+        if method == "reuse" and x == "parameters" and ("scratch", fraction) in groups:
+            first = min(groups[("scratch", fraction)])
+            if first[0] < min(points)[0]:
+                points.append(first)
+    return {k: sorted(v) for k, v in groups.items()}
+
+
+def ramp(method: str, fractions: list[float], fraction: float):
+    cmap = plt.get_cmap(STYLE[method][0])
+    i = sorted(fractions).index(fraction)
+    return cmap(0.45 + 0.5 * i / max(1, len(fractions) - 1))
+
+
+def draw(ax, rows: list[dict], x: str, loss: str, xscale_millions: bool) -> None:
+    groups = curves(rows, x, loss)
+    fractions = sorted({f for _, f in groups})
+    for (method, fraction), points in sorted(groups.items()):
+        colour_map, line, marker, label = STYLE.get(method, ("Greys", "--", "s", method))
+        xs = [p[0] / 1e6 if xscale_millions else p[0] for p in points]
+        ax.plot(xs, [p[1] for p in points], linestyle=line, marker=marker, markersize=7,
+                color=ramp(method, fractions, fraction) if method in STYLE else None,
+                label=f"{fraction * 100:g}% ({label})")
+    ax.grid(alpha=0.3)
+    ax.legend(title="Data Frac.", fontsize=8)
+
+
+def figure_4a(rows: list[dict], out: str | Path, loss: str = "final_log_ppl", baseline: float | None = None) -> Path:
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    draw(ax, rows, "parameters", loss, xscale_millions=True)
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", linewidth=1, linestyle="--")
+        ax.annotate("unigram baseline", (ax.get_xlim()[0], baseline), fontsize=8, color="grey",
+                    xytext=(4, 3), textcoords="offset points")
+    ax.set_xlabel("Parameters (M)")
+    ax.set_ylabel("Log-perplexity" + (" (best valid)" if loss.startswith("best") else ""))
+    ax.set_title("Scaling with model reuse (Figure 4a)")
+    return save(fig, out)
+
+
+def figure_flops(rows: list[dict], out: str | Path, loss: str = "final_log_ppl") -> Path:
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    draw(ax, rows, "train_flops", loss, xscale_millions=False)
+    ax.set_xscale("log")
+    ax.set_xlabel("Training FLOPs (this run only; a reused model's parent runs not included)")
+    ax.set_ylabel("Log-perplexity")
+    return save(fig, out)
+
+
+def figure_fraction(rows: list[dict], out: str | Path, loss: str = "final_log_ppl") -> Path:
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    by_model = defaultdict(list)
+    for row in rows:
+        by_model[(row["method"], row["parameters"])].append((row["fraction"], row[loss]))
+    for (method, params), points in sorted(by_model.items()):
+        _, line, marker, _ = STYLE.get(method, ("Greys", "--", "s", method))
+        points.sort()
+        ax.plot([p[0] * 100 for p in points], [p[1] for p in points], linestyle=line, marker=marker,
+                label=f"{params / 1e6:.2f}M {method}")
+    ax.set_xscale("log")
+    ax.set_xlabel("Data fraction (%)")
+    ax.set_ylabel("Log-perplexity")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save(fig, out)
+
+
+def save(fig, out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=150)
+    fig.savefig(out.with_suffix(".pdf"))
+    plt.close(fig)
+    return out.with_suffix(".png")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m reuse.plot", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--out", type=Path, help="Figure 4a path (default: curves.png beside the table)")
+    parser.add_argument("--loss", default="final_log_ppl", choices=("final_log_ppl", "best_log_ppl"))
+    parser.add_argument("--baseline", type=float, help="draw this loss (e.g. the unigram baseline) as a line")
+    args = parser.parse_args(argv)
+    rows = read_rows(args.results)
+    out = args.out or args.results.with_name("curves.png")
+    written = [figure_4a(rows, out, args.loss, args.baseline),
+               figure_flops(rows, out.with_name(out.stem + "_flops.png"), args.loss),
+               figure_fraction(rows, out.with_name(out.stem + "_fraction.png"), args.loss)]
+    print("\n".join(str(p) for p in written))
+
+
+if __name__ == "__main__":
+    main()

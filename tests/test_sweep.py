@@ -1,0 +1,165 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from conftest import ROOT, run
+from reuse.plot import curves, figure_4a, read_rows
+from reuse.sweep import SweepError, load_grid, parse_run_name, plan
+
+
+def tiny_grid(tmp_path, embedded_dir, **changes):
+    grid = {"name": "tiny", "family": "bert", "models": ["configs/bert-2L-64H.json", "configs/bert-2L-128H.json"],
+            "fractions": [0.5], "train_data": str(embedded_dir / "en.train.raw.bert-base-uncased.hdf5"),
+            "valid_data": str(embedded_dir / "en.valid.raw.bert-base-uncased.hdf5"),
+            "train": {"batch_size": 8, "max_steps": 4, "eval_every": 2, "eval_batches": 1, "save_every": 2},
+            "methods": {"scratch": {"lr": 1e-3}, "reuse": {"grow_method": "net2net", "lr": 5e-4}}}
+    grid.update(changes)
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+def sweep(grid, tmp_path, *extra, **kw):
+    return run([sys.executable, "-m", "reuse.sweep", str(grid), "--snap", str(tmp_path / "snap"), "--results",
+                str(tmp_path / "results"), *extra], **kw)
+
+
+def test_demo_grid_plans_scratch_and_reuse_ladders():
+    runs = plan(load_grid("configs/demo.yaml"))
+    ids = {r.run_id: r for r in runs}
+    assert len(runs) == 10
+    assert ids["bert-n2n-4L-128H-0.1D"].parent == "bert-4L-64H-0.1D"
+    assert ids["bert-n2n-4L-192H-0.5D"].parent == "bert-n2n-4L-128H-0.5D"
+    assert ids["bert-n2n-4L-192H-0.5D"].args["lr"] == 1e-3 and ids["bert-4L-192H-0.5D"].args["lr"] == 2e-3
+    assert [r.run_id for r in runs].index("bert-4L-64H-0.1D") < [r.run_id for r in runs].index("bert-n2n-4L-128H-0.1D")
+    assert len(plan(load_grid("configs/paper.yaml"))) == 6 * (10 + 9)
+
+
+def test_run_names_parse_like_the_released_checkpoints():
+    assert parse_run_name("bert-12L-64H-0.001D") == {"method": "scratch", "fraction": 0.001, "layers": 12, "hidden": 64}
+    assert parse_run_name("bert-n2n-12L-640H-0.009D")["method"] == "reuse"
+    assert parse_run_name("checkpoints") is None
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(models=["configs/bert-2L-64H.json", "configs/missing.json"]), "configs/missing.json, which does not exist"),
+    (dict(fractions=[0.5, 1.5]), "fraction 1.5 is outside"),
+    (dict(models=["configs/bert-2L-128H.json", "configs/bert-2L-64H.json"]), "cannot form a reuse chain"),
+])
+def test_bad_grids_are_refused(tmp_path, embedded_dir, change, message):
+    done = sweep(tiny_grid(tmp_path, embedded_dir, **change), tmp_path, check=False)
+    assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "snap").exists()
+
+
+@pytest.mark.slow  # runs a 3-run sweep twice, about 40 s
+def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, embedded_dir):
+    grid = tiny_grid(tmp_path, embedded_dir)
+    cmd = [sys.executable, "-m", "reuse.sweep", str(grid), "--snap", str(tmp_path / "snap"), "--results",
+           str(tmp_path / "results")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    first = tmp_path / "snap" / "bert-2L-64H-0.5D" / "summary.json"
+    deadline = time.time() + 180
+    while not first.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished_at = first.stat().st_mtime
+    assert not (tmp_path / "results" / "results.csv").exists()
+    done = sweep(grid, tmp_path)
+    assert "1/3 runs already done" in done.stdout
+    assert first.stat().st_mtime == finished_at
+    rows = read_rows(tmp_path / "results" / "results.csv")
+    assert sorted(r["run_id"] for r in rows) == ["bert-2L-128H-0.5D", "bert-2L-64H-0.5D", "bert-n2n-2L-128H-0.5D"]
+    reused = next(r for r in rows if r["method"] == "reuse")
+    assert reused["parent"] == "bert-2L-64H-0.5D" and reused["steps"] == "4"
+    assert (tmp_path / "results" / "curves.png").stat().st_size > 10_000
+    report = (tmp_path / "results" / "report.md").read_text()
+    assert "Unigram baseline" in report and "bert-n2n-2L-128H-0.5D" in report
+    growth = json.loads((tmp_path / "snap" / "bert-n2n-2L-128H-0.5D" / "growth.json").read_text())
+    assert growth["method"] == "net2net"
+    again = sweep(grid, tmp_path)
+    assert "3/3 runs already done" in again.stdout
+
+
+def test_failed_run_skips_only_its_dependants(tmp_path, embedded_dir):
+    # At fraction 0.0002 the training split has one block, fewer than a batch of 8: those runs fail at start.
+    grid = tiny_grid(tmp_path, embedded_dir, fractions=[0.0002, 0.5])
+    fields = yaml.safe_load(grid.read_text())
+    fields["train"]["max_steps"] = 2
+    grid.write_text(yaml.safe_dump(fields))
+    done = sweep(grid, tmp_path, check=False)
+    assert done.returncode == 1
+    assert "bert-2L-64H-0.0002D failed" in done.stdout and "skipped bert-n2n-2L-128H-0.0002D" in done.stdout
+    for run_id in ("bert-2L-64H-0.5D", "bert-2L-128H-0.5D", "bert-n2n-2L-128H-0.5D"):  # independent runs finished
+        assert (tmp_path / "snap" / run_id / "summary.json").exists()
+    assert "fewer than one batch" in (tmp_path / "snap" / "logs" / "bert-2L-64H-0.0002D.log").read_text()
+    assert len(read_rows(tmp_path / "results" / "results.csv")) == 3
+
+
+def test_results_folder_of_another_grid_is_refused(tmp_path, embedded_dir):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "grid.yaml").write_text(yaml.safe_dump({"name": "other"}))
+    done = sweep(tiny_grid(tmp_path, embedded_dir), tmp_path, check=False)
+    assert done.returncode != 0 and "results of a different grid" in done.stderr
+
+
+def test_submitit_local_executor_runs_a_grid(tmp_path, embedded_dir):
+    grid = tiny_grid(tmp_path, embedded_dir, models=["configs/bert-2L-64H.json"], methods={"scratch": {}})
+    sweep(grid, tmp_path, "--executor", "local")
+    rows = read_rows(tmp_path / "results" / "results.csv")
+    assert [r["run_id"] for r in rows] == ["bert-2L-64H-0.5D"]
+
+
+def test_figure_4a_draws_one_curve_per_method_and_fraction(tmp_path):
+    table = tmp_path / "results.csv"
+    table.write_text("run_id,parameters,fraction,method,final_log_ppl\n"
+                     "a,1e6,0.1,scratch,6.0\nb,2e6,0.1,scratch,6.2\nc,2e6,0.1,reuse,5.8\n"
+                     "d,1e6,0.5,scratch,5.5\ne,2e6,0.5,scratch,5.2\nf,2e6,0.5,reuse,5.1\n")
+    rows = read_rows(table)
+    groups = curves(rows, "parameters", "final_log_ppl")
+    assert groups[("reuse", 0.1)] == [(1e6, 6.0), (2e6, 5.8)]  # the reuse curve starts at the shared smallest model
+    assert groups[("scratch", 0.5)] == [(1e6, 5.5), (2e6, 5.2)]
+    png = figure_4a(rows, tmp_path / "fig.png", baseline=7.0)
+    assert png.stat().st_size > 10_000 and (tmp_path / "fig.pdf").stat().st_size > 1_000
+
+
+@pytest.mark.slow  # starts a Jupyter kernel, about 20 s
+def test_notebook_runs_headless_on_tiny_checkpoints(tmp_path, embedded_dir, bert_tokenizer):
+    import nbformat
+    from nbclient import NotebookClient
+    import torch
+    from reuse.checkpoint import save_model
+    from reuse.model import build_model, load_config
+
+    root = tmp_path / "ckpts"
+    for name, config in [("bert-2L-64H-0.1D", "bert-2L-64H"), ("bert-2L-128H-0.1D", "bert-2L-128H"),
+                         ("bert-n2n-2L-128H-0.1D", "bert-2L-128H")]:
+        torch.manual_seed(len(name))
+        save_model(root / name, build_model(load_config(f"configs/{config}.json")), bert_tokenizer)
+    env = {"CHECKPOINTS": str(root), "EVAL_FILE": str(embedded_dir / "en.valid.raw.bert-base-uncased.hdf5"),
+           "BATCH_SIZE": "64", "DEVICE": "cpu", "CACHE": str(tmp_path / "eval.csv"),
+           "FIGURE": str(tmp_path / "curves.png")}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        nb = nbformat.read(ROOT / "plot_curves.ipynb", as_version=4)
+        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    cached = (tmp_path / "eval.csv").read_text().splitlines()
+    assert len(cached) == 4
+    values = [float(line.split(",")[2]) for line in cached[1:]]
+    assert all(9 < v < 11 for v in values)  # untrained models sit near log(30522) = 10.3
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
