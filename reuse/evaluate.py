@@ -83,24 +83,23 @@ def evaluate_original(model, tokenizer, data: str | Path, device: torch.device, 
                          tokenizer, device)
 
 
+def token_counts(path: str | Path, vocab_size: int, chunk: int = 1 << 22) -> np.ndarray:
+    import h5py
+
+    counts = np.zeros(vocab_size, dtype=np.float64)
+    with h5py.File(path, "r") as h5:
+        tokens = h5["tokens"]
+        for start in range(0, len(tokens), chunk):
+            counts += np.bincount(tokens[start:start + chunk], minlength=vocab_size)
+    return counts
+
+
 def unigram_baseline(train: str | Path, valid: str | Path, vocab_size: int) -> float:
     """Cross-entropy (nats) on `valid` of a model that predicts training token frequencies (add-one smoothed):
     the level a masked LM must beat to have learned anything beyond frequencies."""
-    import h5py
-
-    counts = np.ones(vocab_size, dtype=np.float64)
-    for path, sign in ((train, 1), (valid, 0)):
-        with h5py.File(path, "r") as h5:
-            tokens = h5["tokens"]
-            if sign:
-                for start in range(0, len(tokens), 1 << 22):
-                    counts += np.bincount(tokens[start:start + (1 << 22)], minlength=vocab_size)
-            else:
-                valid_counts = np.zeros(vocab_size)
-                for start in range(0, len(tokens), 1 << 22):
-                    valid_counts += np.bincount(tokens[start:start + (1 << 22)], minlength=vocab_size)
-    log_p = np.log(counts / counts.sum())
-    return float(-(valid_counts * log_p).sum() / valid_counts.sum())
+    frequencies = token_counts(train, vocab_size) + 1
+    valid_counts = token_counts(valid, vocab_size)
+    return float(-(valid_counts * np.log(frequencies / frequencies.sum())).sum() / valid_counts.sum())
 
 
 def load_checkpoint_tokenizer(checkpoint: str, data: Path):

@@ -280,3 +280,14 @@ def test_fraction_outside_unit_interval_is_refused(fraction):
 def test_fraction_that_leaves_no_block_is_refused():
     with pytest.raises(DataError, match="leaves no block"):
         select_blocks(100, 0.001, 0)
+
+
+def test_unigram_baseline_by_hand(tmp_path):
+    from reuse.evaluate import unigram_baseline
+
+    for name, tokens in (("train.hdf5", [1, 1, 2]), ("valid.hdf5", [1, 2])):
+        with h5py.File(tmp_path / name, "w") as h5:
+            h5["tokens"] = np.array(tokens, dtype=np.uint16)
+    # add-one smoothing over a vocabulary of 5: p(1) = 3/8, p(2) = 2/8
+    expected = -(np.log(3 / 8) + np.log(2 / 8)) / 2
+    assert unigram_baseline(tmp_path / "train.hdf5", tmp_path / "valid.hdf5", 5) == pytest.approx(expected)
