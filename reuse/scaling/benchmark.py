@@ -1,0 +1,138 @@
+"""The learning-curve benchmark of Alabdulmohsin et al. (2022): 92 tasks in four domains (data/SOURCE.md).
+
+Protocol of the paper: for each task (domain, task, model), fit on the points with Training = 1 and extrapolate to
+those with Training = 0; score by the RMSE of log predictions, with the standard error
+sqrt(mu + std(e^2) / sqrt(n)) - sqrt(mu), e^2 the per-point squared log errors and mu their mean.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from reuse.scaling.estimators import ESTIMATORS, ScalingError
+
+DATA = Path(__file__).parent / "data"
+DOMAINS = ("IC", "NMT", "LM", "BB")
+
+
+@dataclass
+class Task:
+    domain: str
+    task: str
+    model: str
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+
+
+def load_tasks(domains=DOMAINS, data_dir: Path = DATA) -> list[Task]:
+    """Tasks sorted by (domain, task, model); points sorted by size. Repeated rows (same size and split) are
+    averaged: some LM curves list a point several times. Model labels and BIG-Bench task tuples stay strings."""
+    points = defaultdict(lambda: defaultdict(list))
+    for name in ("benchmark.lang.csv", "benchmark.vision.csv"):
+        with open(data_dir / name, newline="") as f:
+            for row in csv.DictReader(f):
+                if row["Domain"] in domains:
+                    key = (row["Domain"], row["Task"], row["Model"])
+                    points[key][(float(row["Seen Examples"]), int(row["Training"]))].append(float(row["Loss"]))
+    tasks = []
+    for (domain, task, model), by_x in sorted(points.items()):
+        rows = sorted((x, t, float(np.mean(ys))) for (x, t), ys in by_x.items())
+        train = np.array([(x, y) for x, t, y in rows if t == 1])
+        test = np.array([(x, y) for x, t, y in rows if t == 0])
+        if len(train) and len(test):
+            tasks.append(Task(domain, task, model, train[:, 0], train[:, 1], test[:, 0], test[:, 1]))
+    return tasks
+
+
+def score(prediction: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """(RMSE of log predictions, its standard error as the paper defines it)."""
+    e2 = (np.log(prediction) - np.log(truth)) ** 2
+    mu = float(np.mean(e2))
+    return math.sqrt(mu), math.sqrt(mu + float(np.std(e2)) / math.sqrt(len(e2))) - math.sqrt(mu)
+
+
+def evaluate_task(args: tuple[Task, str]) -> dict:
+    task, method = args
+    row = {"Domain": task.domain, "Task": task.task, "Model": task.model, "Method": method}
+    try:
+        estimator = ESTIMATORS[method]().fit(task.train_x, task.train_y)
+        rmse, se = score(estimator.predict(task.test_x), task.test_y)
+    except ScalingError as e:  # too few points for this estimator: reported, never a NaN
+        return {**row, "RMSE": "", "SE": "", "note": str(e)}
+    return {**row, "RMSE": rmse, "SE": se, "note": ""}
+
+
+def run_benchmark(methods=("M1", "M2", "M3", "M4"), domains=DOMAINS, workers: int | None = None) -> list[dict]:
+    unknown = set(methods) - set(ESTIMATORS)
+    if unknown:
+        raise ScalingError(f"unknown methods {sorted(unknown)}; choose from {', '.join(ESTIMATORS)}")
+    unknown = set(domains) - set(DOMAINS)
+    if unknown:
+        raise ScalingError(f"unknown domains {sorted(unknown)}; choose from {', '.join(DOMAINS)}")
+    jobs = [(task, method) for task in load_tasks(domains) for method in methods]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(evaluate_task, jobs, chunksize=8))
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per domain and method: median RMSE, and the fraction of tasks on which the method has the lowest RMSE."""
+    by_task = defaultdict(dict)
+    for r in rows:
+        if r["RMSE"] != "":
+            by_task[(r["Domain"], r["Task"], r["Model"])][r["Method"]] = r["RMSE"]
+    out = []
+    for domain in DOMAINS:
+        tasks = {k: v for k, v in by_task.items() if k[0] == domain}
+        if not tasks:
+            continue
+        methods = sorted({m for v in tasks.values() for m in v})
+        winners = [min(v, key=v.get) for v in tasks.values()]
+        for m in methods:
+            values = [v[m] for v in tasks.values() if m in v]
+            out.append({"Domain": domain, "Method": m, "tasks": len(values), "median_RMSE": float(np.median(values)),
+                        "win_fraction": winners.count(m) / len(tasks)})
+    return out
+
+
+def write_rows(rows: list[dict], path: Path, columns: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot_summary(summary: list[dict], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    domains = [d for d in DOMAINS if any(s["Domain"] == d for s in summary)]
+    methods = sorted({s["Method"] for s in summary})
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    width = 0.8 / len(methods)
+    for i, m in enumerate(methods):
+        values = {s["Domain"]: s for s in summary if s["Method"] == m}
+        xs = np.arange(len(domains)) + i * width
+        axes[0].bar(xs, [values.get(d, {}).get("median_RMSE", 0) for d in domains], width, label=m)
+        axes[1].bar(xs, [values.get(d, {}).get("win_fraction", 0) for d in domains], width, label=m)
+    for ax, title in zip(axes, ("median RMSE of log predictions (lower is better)", "fraction of tasks won")):
+        ax.set_xticks(np.arange(len(domains)) + 0.4 - width / 2, domains)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+    return out

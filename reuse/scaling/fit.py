@@ -1,0 +1,117 @@
+"""Scaling-law fits of this project's own results (`results.csv` of reuse.sweep).
+
+Per (method, data fraction): log-perplexity against parameters with each estimator that the number of points can
+determine (others are marked, never fitted on too few points), with a bootstrap interval on the exponent c; an
+extrapolation check (fit without the largest model, predict it); and the joint L(N, D) fit over the scratch runs,
+with D the data fraction (the law's B absorbs the corpus size).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from reuse.scaling.estimators import ESTIMATORS, ScalingError
+from reuse.scaling.laws import chinchilla_fit
+
+NEEDED = {"parameters", "fraction", "method", "final_log_ppl"}
+
+
+def read_results(path: str | Path, loss: str = "final_log_ppl") -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise ScalingError(f"{path} does not exist")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    missing = (NEEDED | {loss}) - set(rows[0] if rows else {})
+    if not rows or missing:
+        raise ScalingError(f"{path} lacks the columns {sorted(missing)} (or has no rows): is it a reuse.sweep table?")
+    for r in rows:
+        try:
+            r["parameters"], r["fraction"], r[loss] = float(r["parameters"]), float(r["fraction"]), float(r[loss])
+        except ValueError as e:
+            raise ScalingError(f"{path}: run {r.get('run_id', '?')} has a non-numeric value ({e})") from e
+    return rows
+
+
+def bootstrap_exponent(estimator_cls, x, y, n_boot: int, seed: int) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(x), len(x))
+        try:
+            values.append(estimator_cls().fit(x[idx], y[idx]).params["c"])
+        except (ScalingError, FloatingPointError, ValueError):
+            continue  # a resample with too few distinct points
+    if len(values) < n_boot // 2:
+        return float("nan"), float("nan")
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
+def fit_results(rows: list[dict], loss: str = "final_log_ppl", methods=("M1", "M2", "M3", "M4"),
+                n_boot: int = 200, seed: int = 0) -> tuple[list[dict], dict | None]:
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r["method"], r["fraction"])].append((r["parameters"], r[loss]))
+    table = []
+    for (method, fraction), points in sorted(groups.items()):
+        points.sort()
+        x, y = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+        for name in methods:
+            cls = ESTIMATORS[name]
+            row = {"method": method, "fraction": fraction, "estimator": name, "points": len(x)}
+            if len(x) < cls().n_params:
+                table.append({**row, "note": f"{len(x)} points < {cls().n_params} parameters: not fitted"})
+                continue
+            est = cls().fit(x, y)
+            lo, hi = bootstrap_exponent(cls, x, y, n_boot, seed)
+            row.update({"c": est.params["c"], "c_low": lo, "c_high": hi,
+                        "params": " ".join(f"{k}={v:.4g}" for k, v in est.params.items()), "note": ""})
+            if len(x) > cls().n_params:  # extrapolation: fit without the largest model, predict it
+                held = cls().fit(x[:-1], y[:-1]).predict(x[-1:])[0]
+                row["extrapolation_log_error"] = float(np.log(held) - np.log(y[-1]))
+            table.append(row)
+    scratch = [r for r in rows if r["method"] == "scratch"]
+    joint = None
+    if len({(r["parameters"], r["fraction"]) for r in scratch}) >= 5:
+        joint = chinchilla_fit([r["parameters"] for r in scratch], [r["fraction"] for r in scratch],
+                               [r[loss] for r in scratch])
+    return table, joint
+
+
+def plot_fits(rows: list[dict], table: list[dict], out: Path, loss: str = "final_log_ppl") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r["method"], r["fraction"])].append((r["parameters"], r[loss]))
+    for i, ((method, fraction), points) in enumerate(sorted(groups.items())):
+        points.sort()
+        x, y = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+        colour = f"C{i}"
+        ax.plot(x / 1e6, y, "*" if method == "scratch" else "o", color=colour, label=f"{fraction * 100:g}% {method}")
+        grid = np.logspace(np.log10(x.min()), np.log10(x.max() * 4), 50)
+        for name, style in (("M1", ":"), ("M2", "--"), ("M3", "-.")):
+            if len(x) >= ESTIMATORS[name]().n_params:
+                try:
+                    ax.plot(grid / 1e6, ESTIMATORS[name]().fit(x, y).predict(grid), style, color=colour, lw=1)
+                except ScalingError:
+                    pass
+    ax.set_xscale("log")
+    ax.set_xlabel("Parameters (M)")
+    ax.set_ylabel("Log-perplexity")
+    ax.set_title("Fits per fraction (M1 dotted, M2 dashed, M3 dash-dot), extrapolated 4x")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+    return out
