@@ -1,0 +1,191 @@
+"""Effective data transferred (Hernandez et al. 2021, "Scaling Laws for Transfer"; Kim 2021 for languages).
+
+For a run that starts from something (a pre-trained checkpoint, or a smaller model grown into this one) and trains
+on D_F target tokens to loss L, the effective data D_E is how many tokens the same model size needs from scratch to
+reach L, and D_T = D_E - D_F is the data the start was worth. D_E comes from inverting the from-scratch
+loss-vs-data curve of the same size by monotone interpolation in log-log space: with a handful of scratch points a
+fitted law would extrapolate its own shape, while interpolation claims nothing outside the measured range. A loss
+below every scratch point has no data-equivalent inside that range: D_E is reported as a lower bound (marker `>=`),
+never extrapolated; a loss above every scratch point gives an upper bound (`<=`).
+
+    python -m reuse.transfer results.csv [--data-column training_tokens] [--out transfer.csv]
+
+The table needs `parameters`, `method` (`scratch` and any other), the data column (target tokens D) and a loss.
+Rows with an exact D_T > 0 are fitted to D_T = k D_F^alpha N^beta by least squares in log space, with 95% intervals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+
+class TransferError(ValueError):
+    """A table that cannot be analysed; the message says what is missing."""
+
+
+def effective_data(scratch_d, scratch_loss, loss: float) -> tuple[float, str]:
+    """(D_E, marker): marker '' for an interpolated value, '>=' or '<=' for a bound at the measured range's edge."""
+    d, l = np.asarray(scratch_d, dtype=np.float64), np.asarray(scratch_loss, dtype=np.float64)
+    if len(np.unique(d)) < 2:
+        raise TransferError(f"{len(np.unique(d))} scratch data size(s): at least 2 are needed to invert the curve")
+    order = np.argsort(d)
+    d, l = d[order], l[order]
+    # More data never hurts the best achievable loss: a noisy rise is flattened (running minimum) so the curve
+    # is monotone and the inversion unique.
+    l = np.minimum.accumulate(l)
+    if loss < l[-1]:
+        return float(d[-1]), ">="
+    if loss > l[0]:
+        return float(d[0]), "<="
+    log_l, log_d = np.log(l), np.log(d)
+    # np.interp needs increasing x: the loss falls with data, so reverse. Flat stretches take their smallest D.
+    keep = np.concatenate([[True], np.diff(log_l) < 0])
+    return float(np.exp(np.interp(np.log(loss), log_l[keep][::-1], log_d[keep][::-1]))), ""
+
+
+def analyse(rows: list[dict], data_column: str = "training_tokens", loss: str = "final_log_ppl") -> list[dict]:
+    """One output row per non-scratch run: D_F, D_E (with its marker), D_T, D_F / D_E."""
+    scratch = defaultdict(list)
+    for r in rows:
+        if r["method"] == "scratch":
+            scratch[r["parameters"]].append((r[data_column], r[loss]))
+    out = []
+    for r in rows:
+        if r["method"] == "scratch":
+            continue
+        base = {"run_id": r.get("run_id", ""), "method": r["method"], "parameters": r["parameters"],
+                "D_F": r[data_column], "loss": r[loss]}
+        if r["parameters"] not in scratch:
+            out.append({**base, "marker": "no-scratch", "note": f"no scratch run of {r['parameters']:.0f} parameters"})
+            continue
+        points = scratch[r["parameters"]]
+        try:
+            d_e, marker = effective_data([p[0] for p in points], [p[1] for p in points], r[loss])
+        except TransferError as e:
+            out.append({**base, "marker": "too-few", "note": str(e)})
+            continue
+        out.append({**base, "D_E": d_e, "marker": marker, "D_T": d_e - r[data_column],
+                    "D_F_over_D_E": r[data_column] / d_e, "note": ""})
+    return out
+
+
+def fit_transfer_law(table: list[dict]) -> dict:
+    """D_T = k D_F^alpha N^beta on rows with an exact, positive D_T; estimates with 95% intervals."""
+    rows = [r for r in table if r.get("marker") == "" and r.get("D_T", 0) > 0]
+    if len(rows) < 4:
+        raise TransferError(f"{len(rows)} runs with an exact positive D_T: at least 4 are needed to fit k, alpha, beta")
+    d_f = np.array([r["D_F"] for r in rows])
+    n = np.array([r["parameters"] for r in rows])
+    y = np.log([r["D_T"] for r in rows])
+    design = np.stack([np.ones_like(y), np.log(d_f), np.log(n)], axis=1)
+    if np.linalg.matrix_rank(design) < 3:
+        raise TransferError("D_F and N must each take at least two values, not in lockstep, to separate alpha and beta")
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    dof = max(len(y) - 3, 1)
+    sigma2 = float(np.sum((design @ coef - y) ** 2)) / dof
+    se = np.sqrt(np.diag(sigma2 * np.linalg.inv(design.T @ design)))
+    from scipy.stats import t
+
+    q = t.ppf(0.975, dof)
+    log_k, alpha, beta = coef
+    return {"k": float(np.exp(log_k)), "k_low": float(np.exp(log_k - q * se[0])),
+            "k_high": float(np.exp(log_k + q * se[0])), "alpha": float(alpha), "alpha_low": float(alpha - q * se[1]),
+            "alpha_high": float(alpha + q * se[1]), "beta": float(beta), "beta_low": float(beta - q * se[2]),
+            "beta_high": float(beta + q * se[2]), "runs": len(rows)}
+
+
+def plot_transfer(rows: list[dict], table: list[dict], out: Path, data_column: str, loss: str) -> Path:
+    """Loss against D for scratch and non-scratch runs per model size, D_T drawn as an arrow to the scratch curve;
+    and D_F / D_E against parameters."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    sizes = sorted({r["parameters"] for r in rows})
+    for i, n in enumerate(sizes):
+        colour = f"C{i}"
+        pts = sorted((r[data_column], r[loss]) for r in rows if r["parameters"] == n and r["method"] == "scratch")
+        if pts:
+            ax.plot(*zip(*pts), ":*", color=colour, label=f"{n / 1e6:.2f}M scratch")
+        for t in table:
+            if t["parameters"] == n and "D_E" in t:
+                ax.plot(t["D_F"], t["loss"], "o", color=colour)
+                ax.annotate("", (t["D_E"], t["loss"]), (t["D_F"], t["loss"]),
+                            arrowprops={"arrowstyle": "->", "color": colour, "lw": 0.8})
+    ax.set_xscale("log")
+    ax.set_xlabel("target data D (tokens)")
+    ax.set_ylabel("loss")
+    ax.set_title("dots: transferred/reused runs; arrows: D_T to the scratch curve", fontsize=9)
+    ax.legend(fontsize=7)
+    for d_f in sorted({t["D_F"] for t in table if "D_E" in t}):
+        pts = sorted((t["parameters"], t["D_F_over_D_E"]) for t in table if t["D_F"] == d_f and "D_E" in t)
+        ax2.plot([p[0] / 1e6 for p in pts], [p[1] for p in pts], "o-", label=f"D_F = {d_f:.3g}")
+    ax2.set_xscale("log")
+    ax2.set_xlabel("parameters (M)")
+    ax2.set_ylabel("D_F / D_E (fraction of effective data from the target)")
+    ax2.legend(fontsize=7)
+    for a in (ax, ax2):
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+    return out
+
+
+def read_table(path: Path, data_column: str, loss: str) -> list[dict]:
+    if not path.is_file():
+        raise TransferError(f"{path} does not exist")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    missing = {"parameters", "method", data_column, loss} - set(rows[0] if rows else {})
+    if not rows or missing:
+        raise TransferError(f"{path} lacks the columns {sorted(missing)} (or has no rows)")
+    for r in rows:
+        for key in ("parameters", data_column, loss):
+            r[key] = float(r[key])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m reuse.transfer", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--data-column", default="training_tokens",
+                        help="column with the target data size D in tokens (for a sweep: unique training tokens)")
+    parser.add_argument("--loss", default="final_log_ppl")
+    parser.add_argument("--out", type=Path, help="output table (default transfer.csv beside the input)")
+    args = parser.parse_args(argv)
+    try:
+        rows = read_table(args.results, args.data_column, args.loss)
+        table = analyse(rows, args.data_column, args.loss)
+        out = args.out or args.results.with_name("transfer.csv")
+        columns = ["run_id", "method", "parameters", "D_F", "loss", "D_E", "marker", "D_T", "D_F_over_D_E", "note"]
+        with open(out, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(table)
+        for t in table:
+            d_e = f"{t['marker']}{t['D_E']:.4g}" if "D_E" in t else t["marker"]
+            print(f"{t['run_id']:28s} N={t['parameters']:.3g} D_F={t['D_F']:.3g} D_E={d_e} "
+                  f"D_T={t.get('D_T', float('nan')):.3g}")
+        try:
+            law = fit_transfer_law(table)
+            print("D_T = k D_F^alpha N^beta: " + ", ".join(f"{k}={v:.3g}" for k, v in law.items()))
+        except TransferError as e:
+            print(f"transfer law not fitted: {e}")
+        print(plot_transfer(rows, table, out.with_suffix(".png"), args.data_column, args.loss))
+    except TransferError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
