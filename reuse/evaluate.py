@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, SequentialSampler
 from tqdm import tqdm
 
 from reuse.data import BlockDataset, DataError, add_special_tokens, mask_tokens
-from reuse.model import ModelError, count_parameters, load_model, masked_lm_loss
+from reuse.model import ModelError, causal_lm_loss, count_parameters, is_causal, load_model, masked_lm_loss
 from reuse.tokenize import TokenizeError, load_tokenizer
 
 
@@ -33,20 +33,36 @@ def special_ids(tokenizer) -> torch.Tensor:
     return torch.tensor(sorted(set(tokenizer.all_special_ids)))
 
 
+def model_inputs(blocks: torch.Tensor, tokenizer, config) -> torch.Tensor:
+    """Input ids of a batch of blocks: [CLS] + block + [SEP] for an MLM, the block itself for a causal LM."""
+    if is_causal(config):
+        return blocks.long()
+    return add_special_tokens(blocks, tokenizer.cls_token_id, tokenizer.sep_token_id)
+
+
 @torch.no_grad()
 def score_batches(model, batches: Iterable[torch.Tensor], tokenizer, device: torch.device,
                   generator: torch.Generator | None = None, autocast_dtype: torch.dtype | None = None) -> dict:
-    """Mask each batch of input ids on the CPU (global generator unless one is given) and score it on `device`."""
+    """Score batches of input ids on `device`: an MLM's masks are drawn on the CPU (global generator unless one is
+    given); a causal LM is scored on every next token."""
     model.eval()
     special = special_ids(tokenizer)
+    causal = is_causal(model.config)
     batch_losses, total_loss, total_masked = [], 0.0, 0
     for input_ids in batches:
-        inputs, labels = mask_tokens(input_ids, special, tokenizer.mask_token_id, len(tokenizer), generator=generator)
-        masked = int((labels != -100).sum())
+        if causal:
+            masked = input_ids.shape[0] * (input_ids.shape[1] - 1)
+        else:
+            inputs, labels = mask_tokens(input_ids, special, tokenizer.mask_token_id, len(tokenizer),
+                                         generator=generator)
+            masked = int((labels != -100).sum())
         if masked == 0:  # a loss over no tokens is undefined; such a batch adds nothing to either mean
             continue
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            loss_sum = masked_lm_loss(model, inputs.to(device), labels.to(device), reduction="sum").item()
+            if causal:
+                loss_sum = causal_lm_loss(model, input_ids.to(device), reduction="sum").item()
+            else:
+                loss_sum = masked_lm_loss(model, inputs.to(device), labels.to(device), reduction="sum").item()
         batch_losses.append(loss_sum / masked)
         total_loss += loss_sum
         total_masked += masked
@@ -60,7 +76,7 @@ def evaluate_blocks(model, blocks: torch.Tensor, tokenizer, device: torch.device
                     seed: int = 0, autocast_dtype: torch.dtype | None = None) -> dict:
     """In-memory blocks, masks from a private generator: the trainer's periodic evaluation, global RNG untouched."""
     generator = torch.Generator().manual_seed(seed)
-    batches = (add_special_tokens(blocks[i:i + batch_size], tokenizer.cls_token_id, tokenizer.sep_token_id)
+    batches = (model_inputs(blocks[i:i + batch_size], tokenizer, model.config)
                for i in range(0, len(blocks), batch_size))
     return score_batches(model, batches, tokenizer, device, generator, autocast_dtype)
 
@@ -167,8 +183,14 @@ def main(argv: list[str] | None = None) -> None:
             if model.config.vocab_size < len(tokenizer):
                 raise ModelError(f"{ckpt} has {model.config.vocab_size} token embeddings but its tokenizer "
                                  f"{len(tokenizer)} tokens")
-            result = evaluate_original(model, tokenizer, args.data, torch.device(args.device), args.batch_size,
-                                       args.block_size, args.max_batches)
+            if is_causal(model.config):  # mean next-token loss over consecutive blocks; no randomness involved
+                from reuse.data import load_blocks
+                blocks = load_blocks(args.data, args.block_size)
+                blocks = blocks[:args.max_batches * args.batch_size] if args.max_batches else blocks
+                result = evaluate_blocks(model, blocks, tokenizer, torch.device(args.device), args.batch_size)
+            else:
+                result = evaluate_original(model, tokenizer, args.data, torch.device(args.device), args.batch_size,
+                                           args.block_size, args.max_batches)
             value = result["log_ppl"] if args.weighting == "batch" else result["log_ppl_token"]
             rows.append({"checkpoint": ckpt, "parameters": count_parameters(model), "log_ppl": value,
                          "weighting": args.weighting, "batches": result["batches"],

@@ -1,4 +1,5 @@
-"""Models are plain Hugging Face `*ForMaskedLM`; this module builds and loads them and computes their loss fast.
+"""Models are plain Hugging Face `*ForMaskedLM` (BERT, RoBERTa) or `*ForCausalLM` (GPT-2); this module builds and
+loads them and computes their loss fast.
 
 The speed-up over `model(input_ids, labels=labels)` is that the MLM head (dense + LayerNorm + the vocabulary
 projection, most of the FLOPs at small widths) runs only on the ~15% masked positions. The model itself stays a
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoConfig, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel
 
 from reuse.data import IGNORE_INDEX
 
@@ -35,8 +36,17 @@ def load_config(path: str | Path) -> PretrainedConfig:
         raise ModelError(f"{path} is not a Hugging Face model config with a model_type ({e})") from e
 
 
+def is_causal(config: PretrainedConfig) -> bool:
+    """Decoder-only models (GPT-2) are trained on next-token loss; encoders (BERT, RoBERTa) on masked tokens."""
+    return config.model_type == "gpt2"
+
+
+def auto_class(config: PretrainedConfig):
+    return AutoModelForCausalLM if is_causal(config) else AutoModelForMaskedLM
+
+
 def build_model(config: PretrainedConfig) -> PreTrainedModel:
-    return AutoModelForMaskedLM.from_config(config, attn_implementation="sdpa")
+    return auto_class(config).from_config(config, attn_implementation="sdpa")
 
 
 def is_checkpoint(folder: str | Path) -> bool:
@@ -52,7 +62,8 @@ def load_model(name_or_folder: str | Path) -> PreTrainedModel:
         raise ModelError(f"{folder} is not a checkpoint folder: it needs config.json and model.safetensors "
                          f"(a folder written by save_pretrained)")
     try:
-        return AutoModelForMaskedLM.from_pretrained(str(name_or_folder), attn_implementation="sdpa")
+        config = AutoConfig.from_pretrained(str(name_or_folder))
+        return auto_class(config).from_pretrained(str(name_or_folder), attn_implementation="sdpa")
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load checkpoint {name_or_folder!r}: {str(e).splitlines()[0]}") from e
 
@@ -76,6 +87,13 @@ def masked_lm_loss(model: PreTrainedModel, input_ids: torch.Tensor, labels: torc
     return F.cross_entropy(logits.float(), labels[selected], reduction=reduction)
 
 
+def causal_lm_loss(model: PreTrainedModel, input_ids: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+    """Next-token cross-entropy over every position but the last of each block."""
+    logits = model(input_ids=input_ids).logits[:, :-1]
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), input_ids[:, 1:].reshape(-1),
+                           reduction=reduction)
+
+
 def count_parameters(model: PreTrainedModel) -> int:
     """Parameters with the tied decoder counted once, as the paper's x-axis."""
     return sum(p.numel() for p in model.parameters())
@@ -85,10 +103,11 @@ def flops_per_step(config: PretrainedConfig, sequences: int, seq_len: int, maske
     """Training FLOPs (forward + backward = 3x forward) of one step, counting matmuls only.
 
     Per layer and token: 2 * 12 d^2 for the projections and FFN (with intermediate 4d; the actual size is used),
-    and 2 * 2 * seq_len * d for attention scores and values. The head adds 2 * (d^2 + d V) per masked token.
+    and 2 * 2 * seq_len * d for attention scores and values. The head adds 2 * (d^2 + d V) per predicted token
+    (masked tokens for MLM; every token for a causal LM, whose head has no d^2 transform: counted all the same).
     """
-    d, layers, inter, vocab = (config.hidden_size, config.num_hidden_layers, config.intermediate_size,
-                               config.vocab_size)
+    d, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
+    inter = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * d
     tokens = sequences * seq_len
     per_token = layers * (2 * (4 * d * d + 2 * d * inter) + 4 * seq_len * d)
     head = 2 * (d * d + d * vocab)

@@ -31,8 +31,9 @@ import yaml
 from reuse.grow import GrowthError, plan_chain
 from reuse.model import ModelError, load_config
 
-COLUMNS = ["run_id", "model", "parameters", "fraction", "training_tokens", "steps", "method", "parent",
-           "final_log_ppl", "best_log_ppl", "train_flops", "wall_time_s"]
+# data_tokens: unique tokens of the training fraction; training_tokens: tokens seen (steps x batch x sequence).
+COLUMNS = ["run_id", "model", "parameters", "fraction", "data_tokens", "training_tokens", "steps", "method",
+           "parent", "target", "final_log_ppl", "best_log_ppl", "train_flops", "wall_time_s"]
 
 
 class SweepError(Exception):
@@ -44,9 +45,12 @@ class Run:
     run_id: str
     model: str          # model config path
     fraction: float
-    method: str         # "scratch" or "reuse"
-    parent: str = ""    # run_id this run is grown from
+    method: str         # "scratch", "reuse", "pretrain" or "finetune"
+    parent: str = ""    # run_id this run starts from (grown for reuse, as is for finetune)
     args: dict = field(default_factory=dict)  # reuse.train arguments (recipe)
+    target: str = ""    # target language of a transfer study
+    train_data: str = ""  # overrides the grid's data
+    valid_data: str = ""
 
 
 def model_tag(config_path: str) -> str:
@@ -59,7 +63,8 @@ def load_grid(path: str | Path) -> dict:
     if not path.is_file():
         raise SweepError(f"grid {path} does not exist (see configs/demo.yaml)")
     grid = yaml.safe_load(path.read_text())
-    for key in ("name", "models", "fractions", "train_data", "methods"):
+    transfer = "targets" in grid
+    for key in ("name", "models", "fractions", "methods") + (("pretrain",) if transfer else ("train_data",)):
         if key not in grid:
             raise SweepError(f"grid {path} lacks '{key}'")
     for fraction in grid["fractions"]:
@@ -68,14 +73,41 @@ def load_grid(path: str | Path) -> dict:
     for model in grid["models"]:
         if not Path(model).is_file():
             raise SweepError(f"grid {path} names model config {model}, which does not exist")
-    unknown = set(grid["methods"]) - {"scratch", "reuse"}
+    allowed = {"scratch", "finetune"} if transfer else {"scratch", "reuse"}
+    unknown = set(grid["methods"]) - allowed
     if unknown:
-        raise SweepError(f"grid {path}: unknown methods {sorted(unknown)}; use scratch and reuse")
+        raise SweepError(f"grid {path}: unknown methods {sorted(unknown)}; use {' and '.join(sorted(allowed))}")
     return grid
+
+
+def plan_transfer(grid: dict) -> list[Run]:
+    """Per model: one pre-training run on the source data; then per target language and fraction, the model
+    trained from scratch on the target data and the pre-trained model fine-tuned on the same data."""
+    family, common = grid.get("family", "gpt2"), dict(grid.get("train", {}))
+    source = grid["pretrain"]
+    lang = source.get("language", "en")
+    runs = []
+    for model in grid["models"]:
+        pre_id = f"{family}-{model_tag(model)}-{lang}"
+        runs.append(Run(pre_id, model, float(source.get("fraction", 1.0)), "pretrain", "",
+                        {**common, **source.get("args", {})}, lang, source["train_data"], source.get("valid_data", "")))
+        for target, files in grid["targets"].items():
+            for fraction in map(float, grid["fractions"]):
+                data = (files["train_data"], files.get("valid_data", ""))
+                if "scratch" in grid["methods"]:
+                    runs.append(Run(f"{family}-{model_tag(model)}-{target}-{fraction:g}D", model, fraction, "scratch",
+                                    "", {**common, **(grid["methods"]["scratch"] or {})}, target, *data))
+                if "finetune" in grid["methods"]:
+                    runs.append(Run(f"{family}-{lang}2{target}-{model_tag(model)}-{fraction:g}D", model, fraction,
+                                    "finetune", pre_id, {**common, **(grid["methods"]["finetune"] or {})}, target,
+                                    *data))
+    return runs
 
 
 def plan(grid: dict) -> list[Run]:
     """All runs of a grid, parents before children."""
+    if "targets" in grid:
+        return plan_transfer(grid)
     try:
         plan_chain(grid["models"]) if "reuse" in grid["methods"] else None
     except (GrowthError, ModelError) as e:
@@ -106,11 +138,12 @@ def plan(grid: dict) -> list[Run]:
 
 
 def train_command(run: Run, grid: dict, snap: Path) -> list[str]:
-    args = {"config": run.model, "train_data": grid["train_data"], "valid_data": grid.get("valid_data", ""),
-            "output_dir": str(snap / run.run_id), "fraction": run.fraction, **run.args}
+    args = {"config": run.model, "train_data": run.train_data or grid["train_data"],
+            "valid_data": run.valid_data or grid.get("valid_data", ""), "output_dir": str(snap / run.run_id),
+            "fraction": run.fraction, **run.args}
     if run.parent:
         args["init_from"] = str(snap / run.parent)
-    else:
+    if run.method != "reuse":
         args.pop("grow_method", None)
     cmd = [sys.executable, "-m", "reuse.train"]
     for key, value in args.items():
@@ -198,9 +231,12 @@ def collect(runs: list[Run], snap: Path) -> list[dict]:
         if not summary_path.is_file():
             continue
         s = json.loads(summary_path.read_text())
+        block_size = json.loads((snap / run.run_id / "run_config.json").read_text())["block_size"]
         rows.append({"run_id": run.run_id, "model": Path(run.model).stem, "parameters": s["parameters"],
-                     "fraction": run.fraction, "training_tokens": s["tokens_seen"], "steps": s["steps"],
-                     "method": run.method, "parent": run.parent, "final_log_ppl": s["final_valid_log_ppl"],
+                     "fraction": run.fraction, "data_tokens": s["training_blocks"] * block_size,
+                     "training_tokens": s["tokens_seen"], "steps": s["steps"],
+                     "method": run.method, "parent": run.parent, "target": run.target,
+                     "final_log_ppl": s["final_valid_log_ppl"],
                      "best_log_ppl": s["best_valid_log_ppl"], "train_flops": s["train_flops"],
                      "wall_time_s": s["wall_time_s"]})
     return rows
@@ -316,7 +352,10 @@ def main(argv: list[str] | None = None) -> None:
         status = execute(runs, grid, snap, workers, gpus, executor, threads)
         rows = collect(runs, snap)
         write_results(rows, results / "results.csv")
-        if rows:
+        if rows and "targets" in grid:
+            from reuse.transfer import main as transfer_main
+            transfer_main([str(results / "results.csv")])
+        elif rows:
             from reuse.evaluate import unigram_baseline
             from reuse.data import inspect_tokens
             from reuse.plot import figure_4a

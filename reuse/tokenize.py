@@ -169,16 +169,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokenizer", default="bert-base-uncased",
                         help="vendored name (bert-base-uncased, roberta-bpe), tokenizer folder, or Hub id")
     parser.add_argument("--train-vocab", type=int, metavar="SIZE",
-                        help="train a vocabulary of SIZE on the first file (the training split) and use it")
+                        help="train a vocabulary of SIZE on the training splits among the files (names with "
+                             "'.train.'; else the first file) and use it for all of them")
     parser.add_argument("--kind", choices=("wordpiece", "bpe"), default="wordpiece", help="with --train-vocab")
     parser.add_argument("--force", action="store_true", help="re-tokenize files whose outputs are up to date")
     args = parser.parse_args(argv)
     try:
         spec = args.tokenizer
         if args.train_vocab:
-            if not args.files[0].is_file():
-                raise TokenizeError(f"{args.files[0]} is missing or unreadable")
-            spec = str(train_vocab(args.files[:1], args.kind, args.train_vocab, args.files[0].parent))
+            sources = [f for f in args.files if ".train." in f.name] or args.files[:1]
+            for f in sources:
+                if not f.is_file():
+                    raise TokenizeError(f"{f} is missing or unreadable")
+            spec = str(train_vocab(sources, args.kind, args.train_vocab, sources[0].parent))
             print(f"trained {args.kind} vocabulary of {args.train_vocab} -> {spec}")
         tokenizer = load_tokenizer(spec, search_dirs=[f.parent for f in args.files])
         name = tokenizer_name(spec)

@@ -31,11 +31,11 @@ from tqdm import tqdm
 
 from reuse import checkpoint as ckpt
 from reuse.cli import add_dataclass_arguments, dataclass_from_args
-from reuse.data import DataError, add_special_tokens, inspect_tokens, load_blocks, mask_tokens
-from reuse.evaluate import evaluate_blocks, special_ids
+from reuse.data import DataError, inspect_tokens, load_blocks, mask_tokens
+from reuse.evaluate import evaluate_blocks, model_inputs, special_ids
 from reuse.grow import GrowthError
-from reuse.model import (ModelError, build_model, count_parameters, flops_per_step, load_config, load_model,
-                         masked_lm_loss)
+from reuse.model import (ModelError, build_model, causal_lm_loss, count_parameters, flops_per_step, is_causal,
+                         load_config, load_model, masked_lm_loss)
 from reuse.tokenize import TokenizeError, load_tokenizer
 
 
@@ -69,6 +69,8 @@ class TrainConfig:
     eval_every: int = 200
     eval_batches: int = field(default=50, metadata={"help": "valid batches per periodic evaluation"})
     eval_batch_size: int = 64
+    patience: int = field(default=0, metadata={"help": "stop after this many evaluations without a new best valid "
+                                                       "loss (0 = never); the run then ends at its best loss, in best/"})
     save_every: int = 200
     keep_last: int = 2
     log_every: int = 10
@@ -159,10 +161,15 @@ def make_optimizer(model, cfg: TrainConfig):
 # ---------------------------------------------------------------------------------------------------- the step
 def train_step(model, loss_fn, optimizer, scheduler, input_ids, cfg, rank, world, mask_gen, special, tokenizer,
                autocast_dtype):
-    """One optimizer step on one global batch; returns (mean masked-token loss, grad norm, masked tokens)."""
-    inputs, labels = mask_tokens(input_ids, special, tokenizer.mask_token_id, len(tokenizer),
-                                 cfg.mlm_probability, generator=mask_gen)
-    global_masked = (labels != -100).sum().float()
+    """One optimizer step on one global batch; returns (mean loss per predicted token, grad norm, predicted
+    tokens). Predicted tokens are the masked ones for an MLM, every next token for a causal LM."""
+    if is_causal(model.config):
+        inputs = labels = input_ids
+        global_masked = torch.tensor(float(input_ids.shape[0] * (input_ids.shape[1] - 1)), device=input_ids.device)
+    else:
+        inputs, labels = mask_tokens(input_ids, special, tokenizer.mask_token_id, len(tokenizer),
+                                     cfg.mlm_probability, generator=mask_gen)
+        global_masked = (labels != -100).sum().float()
     share = cfg.batch_size // world
     inputs, labels = inputs[rank * share:(rank + 1) * share], labels[rank * share:(rank + 1) * share]
     micro = cfg.micro_batch_size or share
@@ -185,15 +192,16 @@ def train_step(model, loss_fn, optimizer, scheduler, input_ids, cfg, rank, world
 
 
 class LossModule(torch.nn.Module):
-    """The masked-positions loss as a module, so that DDP (which reduces gradients through its wrapper's forward)
-    and torch.compile see the whole computation."""
+    """The summed loss as a module, so that DDP (which reduces gradients through its wrapper's forward) and
+    torch.compile see the whole computation."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
+        self.causal = is_causal(model.config)
 
     def forward(self, inputs, labels):
-        return masked_lm_loss(self.model, inputs, labels)
+        return causal_lm_loss(self.model, inputs) if self.causal else masked_lm_loss(self.model, inputs, labels)
 
 
 # ---------------------------------------------------------------------------------------------------- the run
@@ -239,7 +247,8 @@ def train(cfg: TrainConfig) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(max(1, warmup), max_steps))
     mask_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     torch.manual_seed(cfg.seed)
-    state = {"step": 0, "wall_time": 0.0, "best_valid": math.inf, "best_step": -1, "valid": None}
+    state = {"step": 0, "wall_time": 0.0, "best_valid": math.inf, "best_step": -1, "valid": None, "stale_evals": 0,
+             "stopped_early": False}
     latest = ckpt.latest(out) if resume else None
     if latest is not None:
         state = ckpt.load_trainer_state(latest, model, optimizer, scheduler, mask_gen)
@@ -256,7 +265,7 @@ def train(cfg: TrainConfig) -> dict:
         loss_module = torch.nn.parallel.DistributedDataParallel(
             loss_module, device_ids=[device.index] if device.type == "cuda" else None)
     special = special_ids(tokenizer).to(device)
-    seq_len = cfg.block_size + 2
+    seq_len = cfg.block_size if is_causal(model.config) else cfg.block_size + 2  # MLM blocks get [CLS], [SEP]
     writer = None
     if rank == 0:
         from tensorboardX import SummaryWriter
@@ -267,13 +276,14 @@ def train(cfg: TrainConfig) -> dict:
     flops_total = state.get("flops", 0.0)
     window_start, window_tokens = time.perf_counter(), 0
     model.train()
-    for step in range(state["step"], max_steps):
+    end = state["step"] if state.get("stopped_early") else max_steps  # a run that stopped early stays stopped
+    for step in range(state["step"], end):
         epoch, position = divmod(step, steps_per_epoch)
         if epoch != perm_epoch:  # the order of an epoch depends only on (seed, epoch): resuming needs no data state
             perm = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
             perm_epoch = epoch
         index = perm[position * cfg.batch_size:(position + 1) * cfg.batch_size]
-        input_ids = add_special_tokens(blocks[index], tokenizer.cls_token_id, tokenizer.sep_token_id).to(device)
+        input_ids = model_inputs(blocks[index], tokenizer, model.config).to(device)
         t0 = time.perf_counter()
         loss, grad_norm, masked = train_step(model, loss_module, optimizer, scheduler, input_ids, cfg, rank, world,
                                              mask_gen, special, tokenizer, autocast_dtype)
@@ -308,19 +318,33 @@ def train(cfg: TrainConfig) -> dict:
                 writer.add_scalar("valid/log_ppl", result["log_ppl"], state["step"])
                 log.write(json.dumps({"step": state["step"], "valid_log_ppl": result["log_ppl"]}) + "\n")
                 if result["log_ppl"] < state["best_valid"]:
-                    state["best_valid"], state["best_step"] = result["log_ppl"], state["step"]
+                    state["best_valid"], state["best_step"], state["stale_evals"] = result["log_ppl"], state["step"], 0
                     ckpt.save_model(out / "best", model, tokenizer, {"step": state["step"], **result})
+                else:
+                    state["stale_evals"] += 1
+            if world > 1:  # every rank must agree to stop
+                flag = torch.tensor([float(state["stale_evals"])], device=device)
+                dist.broadcast(flag, 0)
+                state["stale_evals"] = int(flag.item())
+            if cfg.patience and state["stale_evals"] >= cfg.patience and not last:
+                state["stopped_early"] = last = True
             model.train()
         if rank == 0 and (state["step"] % cfg.save_every == 0 or last):
             ckpt.save_checkpoint(out, state, model, tokenizer, optimizer, scheduler, mask_gen, cfg.keep_last)
         if dist.is_initialized():
             dist.barrier()
+        if state["stopped_early"]:
+            if rank == 0:
+                print(f"early stop at step {state['step']}: {cfg.patience} evaluations without improvement; "
+                      f"best valid {state['best_valid']:.4f} at step {state['best_step']}", flush=True)
+            break
     bar.close()
     summary = {"steps": state["step"], "tokens_seen": state["step"] * cfg.batch_size * seq_len,
                "parameters": count_parameters(model), "train_flops": flops_total, "wall_time_s": state["wall_time"],
                "final_valid_log_ppl": state["valid"],
                "best_valid_log_ppl": state["best_valid"] if state["best_step"] >= 0 else None,
-               "best_step": state["best_step"], "fraction": cfg.fraction, "training_blocks": len(blocks)}
+               "best_step": state["best_step"], "stopped_early": state["stopped_early"], "fraction": cfg.fraction,
+               "training_blocks": len(blocks)}
     if rank == 0:
         ckpt.save_model(out, model, tokenizer)  # the run folder itself is a save_pretrained folder
         (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -8,7 +8,7 @@ fitted law would extrapolate its own shape, while interpolation claims nothing o
 below every scratch point has no data-equivalent inside that range: D_E is reported as a lower bound (marker `>=`),
 never extrapolated; a loss above every scratch point gives an upper bound (`<=`).
 
-    python -m reuse.transfer results.csv [--data-column training_tokens] [--out transfer.csv]
+    python -m reuse.transfer results.csv [--data-column data_tokens] [--loss best_log_ppl] [--out transfer.csv]
 
 The table needs `parameters`, `method` (`scratch` and any other), the data column (target tokens D) and a loss.
 Rows with an exact D_T > 0 are fitted to D_T = k D_F^alpha N^beta by least squares in log space, with 95% intervals.
@@ -50,21 +50,24 @@ def effective_data(scratch_d, scratch_loss, loss: float) -> tuple[float, str]:
 
 
 def analyse(rows: list[dict], data_column: str = "training_tokens", loss: str = "final_log_ppl") -> list[dict]:
-    """One output row per non-scratch run: D_F, D_E (with its marker), D_T, D_F / D_E."""
+    """One output row per transferred run (any method but scratch and pretrain): D_F, D_E (with its marker), D_T,
+    D_F / D_E. Runs are compared with scratch runs of the same size and the same `target` (language), if given."""
     scratch = defaultdict(list)
     for r in rows:
         if r["method"] == "scratch":
-            scratch[r["parameters"]].append((r[data_column], r[loss]))
+            scratch[(r.get("target", ""), r["parameters"])].append((r[data_column], r[loss]))
     out = []
     for r in rows:
-        if r["method"] == "scratch":
+        if r["method"] in ("scratch", "pretrain"):
             continue
-        base = {"run_id": r.get("run_id", ""), "method": r["method"], "parameters": r["parameters"],
+        key = (r.get("target", ""), r["parameters"])
+        base = {"run_id": r.get("run_id", ""), "method": r["method"], "target": key[0], "parameters": r["parameters"],
                 "D_F": r[data_column], "loss": r[loss]}
-        if r["parameters"] not in scratch:
-            out.append({**base, "marker": "no-scratch", "note": f"no scratch run of {r['parameters']:.0f} parameters"})
+        if key not in scratch:
+            out.append({**base, "marker": "no-scratch",
+                        "note": f"no scratch run of {r['parameters']:.0f} parameters on {key[0] or 'this data'}"})
             continue
-        points = scratch[r["parameters"]]
+        points = scratch[key]
         try:
             d_e, marker = effective_data([p[0] for p in points], [p[1] for p in points], r[loss])
         except TransferError as e:
@@ -159,16 +162,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m reuse.transfer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", type=Path)
-    parser.add_argument("--data-column", default="training_tokens",
-                        help="column with the target data size D in tokens (for a sweep: unique training tokens)")
-    parser.add_argument("--loss", default="final_log_ppl")
+    parser.add_argument("--data-column", default="data_tokens",
+                        help="column with the target data size D in tokens (a sweep's data_tokens: unique tokens)")
+    parser.add_argument("--loss", default="best_log_ppl", help="best_log_ppl: every run at its best, as Kim (2021)")
     parser.add_argument("--out", type=Path, help="output table (default transfer.csv beside the input)")
     args = parser.parse_args(argv)
     try:
         rows = read_table(args.results, args.data_column, args.loss)
         table = analyse(rows, args.data_column, args.loss)
         out = args.out or args.results.with_name("transfer.csv")
-        columns = ["run_id", "method", "parameters", "D_F", "loss", "D_E", "marker", "D_T", "D_F_over_D_E", "note"]
+        columns = ["run_id", "method", "target", "parameters", "D_F", "loss", "D_E", "marker", "D_T", "D_F_over_D_E",
+                   "note"]
         with open(out, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()

@@ -36,7 +36,8 @@ def test_demo_grid_plans_scratch_and_reuse_ladders():
     assert len(runs) == 10
     assert ids["bert-n2n-4L-128H-0.1D"].parent == "bert-4L-64H-0.1D"
     assert ids["bert-n2n-4L-192H-0.5D"].parent == "bert-n2n-4L-128H-0.5D"
-    assert ids["bert-n2n-4L-192H-0.5D"].args["lr"] == 1e-3 and ids["bert-4L-192H-0.5D"].args["lr"] == 2e-3
+    assert ids["bert-n2n-4L-192H-0.5D"].args["lr"] == 1e-3 and ids["bert-4L-192H-0.5D"].args["lr"] == 1e-3
+    assert ids["bert-n2n-4L-192H-0.5D"].args["warmup"] == 0.02 and ids["bert-4L-192H-0.5D"].args["warmup"] == 0.06
     assert [r.run_id for r in runs].index("bert-4L-64H-0.1D") < [r.run_id for r in runs].index("bert-n2n-4L-128H-0.1D")
     assert len(plan(load_grid("configs/paper.yaml"))) == 6 * (10 + 9)
 
@@ -163,3 +164,21 @@ def test_notebook_runs_headless_on_tiny_checkpoints(tmp_path, embedded_dir, bert
     assert (tmp_path / "curves.png").stat().st_size > 10_000
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert any("image/png" in o.get("data", {}) for o in outputs)
+
+
+def test_transfer_demo_grid_plans_pretraining_then_scratch_and_finetune_per_target():
+    runs = plan(load_grid("configs/transfer_demo.yaml"))
+    ids = {r.run_id: r for r in runs}
+    assert len(runs) == 2 * (1 + 2 * 3 * 2)
+    pre = ids["gpt2-4L-128H-en"]
+    assert pre.method == "pretrain" and pre.train_data.endswith("en.train.raw.roberta-bpe-8192.hdf5")
+    tuned = ids["gpt2-en2es-4L-128H-0.1D"]
+    assert tuned.parent == "gpt2-4L-128H-en" and tuned.target == "es" and tuned.args["lr"] == 5e-4
+    assert tuned.train_data.endswith("es.train.raw.roberta-bpe-8192.hdf5") and tuned.args["patience"] == 3
+    scratch = ids["gpt2-4L-128H-fr-0.01D"]
+    assert scratch.parent == "" and scratch.target == "fr" and scratch.fraction == 0.01
+    order = [r.run_id for r in runs]
+    assert order.index("gpt2-4L-128H-en") < order.index("gpt2-en2fr-4L-128H-0.01D")
+    from reuse.sweep import train_command
+    cmd = train_command(tuned, load_grid("configs/transfer_demo.yaml"), ROOT / "snap")
+    assert "--init-from" in cmd and "--grow-method" not in cmd and "--patience" in cmd

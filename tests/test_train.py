@@ -212,3 +212,34 @@ def test_non_finite_loss_stops_with_a_clear_message(embedded_dir, tmp_path):
                   "--lr", "1e30", "--warmup", "0", "--grad-clip", "1e30", "--save-every", "1"], check=False)
     assert done.returncode != 0 and "the loss became" in done.stderr and "last good checkpoint" in done.stderr
     assert list((out / "checkpoints").iterdir()), "the checkpoints before the failure are kept"
+
+
+def test_tiny_causal_lm_trains_stops_early_and_loads_with_auto_causal(embedded_dir, tmp_path):
+    from reuse.tokenize import tokenize_file, load_tokenizer
+
+    tok = load_tokenizer("roberta-bpe")
+    for split in ("train", "valid"):
+        tokenize_file(embedded_dir / f"en.{split}.raw", tok, "roberta-bpe")
+    out = tmp_path / "gpt"
+    train(["--config", "configs/gpt2-2L-64H.json", "--train-data", str(embedded_dir / "en.train.raw.roberta-bpe.hdf5"),
+           "--valid-data", str(embedded_dir / "en.valid.raw.roberta-bpe.hdf5"), "--output-dir", str(out),
+           "--batch-size", "8", "--max-steps", "30", "--eval-every", "5", "--eval-batches", "1", "--lr", "3e-3",
+           "--block-size", "32", "--log-every", "1"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tokens_seen"] == summary["steps"] * 8 * 32  # no [CLS]/[SEP] for a decoder
+    valid = [json.loads(line)["valid_log_ppl"] for line in (out / "log.jsonl").read_text().splitlines()
+             if "valid_log_ppl" in line]
+    assert valid[-1] < valid[0] - 0.5 and valid[0] < np.log(50262) + 0.5  # next-token loss, from ~log V down
+    code = ("import sys; from transformers import AutoModelForCausalLM\n"
+            "m = AutoModelForCausalLM.from_pretrained(sys.argv[1]); print(type(m).__name__)")
+    done = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, cwd="/")
+    assert done.stdout.strip() == "GPT2LMHeadModel", done.stderr
+    # Patience: with a learning rate that only makes things worse, the run stops after 2 stale evaluations.
+    stop = tmp_path / "stop"
+    done = train(["--init-from", str(out), "--train-data", str(embedded_dir / "en.train.raw.roberta-bpe.hdf5"),
+                  "--valid-data", str(embedded_dir / "en.valid.raw.roberta-bpe.hdf5"), "--output-dir", str(stop),
+                  "--batch-size", "8", "--max-steps", "100", "--eval-every", "2", "--eval-batches", "1",
+                  "--lr", "1.0", "--warmup", "0", "--block-size", "32", "--patience", "2"])
+    summary = json.loads((stop / "summary.json").read_text())
+    assert summary["stopped_early"] and summary["steps"] < 100 and "early stop" in done.stdout
+    assert summary["best_valid_log_ppl"] <= summary["final_valid_log_ppl"]

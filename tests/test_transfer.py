@@ -78,8 +78,8 @@ def test_cli_writes_table_and_figure(tmp_path):
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    done = subprocess.run([sys.executable, "-m", "reuse.transfer", str(path)], capture_output=True, text=True,
-                          cwd=ROOT)
+    done = subprocess.run([sys.executable, "-m", "reuse.transfer", str(path), "--data-column", "training_tokens",
+                           "--loss", "final_log_ppl"], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert "D_T = k D_F^alpha N^beta" in done.stdout
     out = list(csv.DictReader(open(tmp_path / "transfer.csv")))
