@@ -17,20 +17,9 @@ import torch
 from transformers import DataCollatorForLanguageModeling
 
 from reuse.evaluate import special_ids
-from reuse.model import build_model, flops_per_step, load_config
+from reuse.model import build_model, flops_per_step, load_config, matmul_peak
 from reuse.tokenize import load_tokenizer
 from reuse.train import LossModule, lr_lambda, make_optimizer, train_step
-
-
-def matmul_peak(device, dtype, n=2048, reps=10):
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    a @ b
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    sync(device)
-    return 2 * n ** 3 * reps / (time.perf_counter() - start)
 
 
 def sync(device):

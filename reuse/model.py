@@ -112,3 +112,20 @@ def flops_per_step(config: PretrainedConfig, sequences: int, seq_len: int, maske
     per_token = layers * (2 * (4 * d * d + 2 * d * inter) + 4 * seq_len * d)
     head = 2 * (d * d + d * vocab)
     return 3.0 * (tokens * per_token + masked_tokens * head)
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048, reps: int = 10) -> float:
+    """The machine's measured matmul throughput (FLOP/s) for the MFU denominator: a spec-sheet peak would flatter
+    nothing and is unknown for CPUs."""
+    import time
+
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * n ** 3 * reps / (time.perf_counter() - start)

@@ -285,7 +285,8 @@ def write_report(grid: dict, rows: list[dict], results: Path, figure: Path, base
              f"{len(rows)} runs: models {', '.join(Path(m).stem for m in grid['models'])}; fractions "
              f"{', '.join(f'{float(f):g}' for f in grid['fractions'])}; methods {', '.join(grid['methods'])}. "
              f"Training data `{grid['train_data']}`; losses are valid log-perplexities (nats per masked token). "
-             f"Wall time of this invocation: {seconds / 60:.1f} min.", ""]
+             f"Training steps of all runs took {sum(r['wall_time_s'] for r in rows) / 60:.1f} min of run time "
+             f"(runs in parallel overlap); this invocation took {seconds / 60:.1f} min.", ""]
     if baseline is not None:
         lines += [f"Unigram baseline (predicting training-token frequencies) on the valid split: **{baseline:.3f}**.",
                   ""]
@@ -300,7 +301,20 @@ def write_report(grid: dict, rows: list[dict], results: Path, figure: Path, base
     for fraction, model, scratch, reused in reuse_gain(rows):
         lines.append(f"| {fraction:g} | {model} | {scratch:.3f} | {reused:.3f} | {scratch - reused:+.3f} |")
     lines += ["", "A positive gain means the grown model ends lower than the same model trained from scratch with "
-              "its own recipe and the same number of steps on the same data."]
+              "its own recipe and the same number of steps on the same data.", "",
+              "## Data the reuse was worth (effective data transferred)", "",
+              "D_E: unique tokens the same width needs from scratch to reach the reused model's loss (log-log "
+              "interpolation of the scratch runs over fractions; `>=` marks a reused loss below every scratch point, "
+              "a lower bound); D_T = D_E - D_F, the tokens saved.", "",
+              "| run | D_F (tokens) | D_E | D_T (tokens saved) | D_F / D_E |", "| --- | ---: | ---: | ---: | ---: |"]
+    from reuse.transfer import analyse
+    for t in analyse([{**r, "target": ""} for r in rows], "data_tokens", "final_log_ppl"):
+        if "D_E" in t:
+            inverse = {">=": "<=", "<=": ">="}.get(t["marker"], "")
+            lines.append(f"| {t['run_id']} | {t['D_F']:,.0f} | {t['marker']}{t['D_E']:,.0f} | "
+                         f"{t['marker']}{t['D_T']:,.0f} | {inverse}{t['D_F_over_D_E']:.2f} |")
+        else:
+            lines.append(f"| {t['run_id']} | {t['D_F']:,.0f} | {t['marker']} | | |")
     path = results / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -35,7 +35,7 @@ from reuse.data import DataError, inspect_tokens, load_blocks, mask_tokens
 from reuse.evaluate import evaluate_blocks, model_inputs, special_ids
 from reuse.grow import GrowthError
 from reuse.model import (ModelError, build_model, causal_lm_loss, count_parameters, flops_per_step, is_causal,
-                         load_config, load_model, masked_lm_loss)
+                         load_config, load_model, masked_lm_loss, matmul_peak)
 from reuse.tokenize import TokenizeError, load_tokenizer
 
 
@@ -266,15 +266,16 @@ def train(cfg: TrainConfig) -> dict:
             loss_module, device_ids=[device.index] if device.type == "cuda" else None)
     special = special_ids(tokenizer).to(device)
     seq_len = cfg.block_size if is_causal(model.config) else cfg.block_size + 2  # MLM blocks get [CLS], [SEP]
-    writer = None
+    writer, peak = None, None
     if rank == 0:
         from tensorboardX import SummaryWriter
         writer = SummaryWriter(str(out / "tb"))
+        peak = matmul_peak(device, autocast_dtype or torch.float32) * world  # world: a peer per process
     bar = tqdm(total=max_steps, initial=state["step"], desc=out.name, disable=None if rank == 0 else True)
     log = open(out / "log.jsonl", "a") if rank == 0 else None
     perm, perm_epoch = None, -1
     flops_total = state.get("flops", 0.0)
-    window_start, window_tokens = time.perf_counter(), 0
+    window_start, window_tokens, window_flops = time.perf_counter(), 0, 0.0
     model.train()
     end = state["step"] if state.get("stopped_early") else max_steps  # a run that stopped early stays stopped
     for step in range(state["step"], end):
@@ -296,19 +297,21 @@ def train(cfg: TrainConfig) -> dict:
         flops_total += step_flops
         state["flops"] = flops_total
         window_tokens += cfg.batch_size * seq_len
+        window_flops += step_flops
         if rank == 0:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}")
             if state["step"] % cfg.log_every == 0 or state["step"] == max_steps:
                 elapsed = time.perf_counter() - window_start
                 record = {"step": state["step"], "loss": loss, "lr": scheduler.get_last_lr()[0],
-                          "grad_norm": grad_norm, "tokens_per_s": window_tokens / elapsed}
+                          "grad_norm": grad_norm, "tokens_per_s": window_tokens / elapsed,
+                          "mfu": window_flops / elapsed / peak}
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 for key, value in record.items():
                     if key != "step":
                         writer.add_scalar(f"train/{key}", value, state["step"])
-                window_start, window_tokens = time.perf_counter(), 0
+                window_start, window_tokens, window_flops = time.perf_counter(), 0, 0.0
         last = state["step"] == max_steps
         if valid_blocks is not None and (state["step"] % cfg.eval_every == 0 or last):
             if rank == 0:

@@ -106,9 +106,8 @@ def fit_transfer_law(table: list[dict]) -> dict:
 def plot_transfer(rows: list[dict], table: list[dict], out: Path, data_column: str, loss: str) -> Path:
     """Loss against D for scratch and non-scratch runs per model size, D_T drawn as an arrow to the scratch curve;
     and D_F / D_E against parameters."""
-    import matplotlib
+    from reuse.plot import save  # selects the headless backend before pyplot loads
 
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
@@ -137,11 +136,7 @@ def plot_transfer(rows: list[dict], table: list[dict], out: Path, data_column: s
     ax2.legend(fontsize=7)
     for a in (ax, ax2):
         a.grid(alpha=0.3)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
-    return out
+    return save(fig, out)
 
 
 def read_table(path: Path, data_column: str, loss: str) -> list[dict]:

@@ -85,6 +85,10 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, embedded_d
     assert (tmp_path / "results" / "curves.png").stat().st_size > 10_000
     report = (tmp_path / "results" / "report.md").read_text()
     assert "Unigram baseline" in report and "bert-n2n-2L-128H-0.5D" in report
+    assert "Data the reuse was worth" in report
+    from reuse.data import inspect_tokens
+    blocks = inspect_tokens(embedded_dir / "en.train.raw.bert-base-uncased.hdf5").num_tokens // 126
+    assert all(int(r["data_tokens"]) == (blocks // 2) * 126 for r in rows)  # unique tokens of the 50% fraction
     growth = json.loads((tmp_path / "snap" / "bert-n2n-2L-128H-0.5D" / "growth.json").read_text())
     assert growth["method"] == "net2net"
     again = sweep(grid, tmp_path)

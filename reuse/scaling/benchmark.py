@@ -112,9 +112,8 @@ def write_rows(rows: list[dict], path: Path, columns: list[str]) -> None:
 
 
 def plot_summary(summary: list[dict], out: Path) -> Path:
-    import matplotlib
+    from reuse.plot import save  # selects the headless backend before pyplot loads
 
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     domains = [d for d in DOMAINS if any(s["Domain"] == d for s in summary)]
@@ -131,8 +130,4 @@ def plot_summary(summary: list[dict], out: Path) -> Path:
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
-    return out
+    return save(fig, out)

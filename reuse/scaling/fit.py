@@ -9,7 +9,6 @@ with D the data fraction (the law's B absorbs the corpus size).
 from __future__ import annotations
 
 import csv
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,9 @@ def read_results(path: str | Path, loss: str = "final_log_ppl") -> list[dict]:
     return rows
 
 
-def bootstrap_exponent(estimator_cls, x, y, n_boot: int, seed: int) -> tuple[float, float]:
+def bootstrap_exponent(estimator_cls, x, y, n_boot: int, seed: int) -> tuple[float, float] | None:
+    """95% percentile interval of c over resamples of the points; None when most resamples cannot be fitted
+    (too few distinct points, as with 3 models and a 3-parameter estimator)."""
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(n_boot):
@@ -47,18 +48,17 @@ def bootstrap_exponent(estimator_cls, x, y, n_boot: int, seed: int) -> tuple[flo
         except (ScalingError, FloatingPointError, ValueError):
             continue  # a resample with too few distinct points
     if len(values) < n_boot // 2:
-        return float("nan"), float("nan")
+        return None
     return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
 
 
 def fit_results(rows: list[dict], loss: str = "final_log_ppl", methods=("M1", "M2", "M3", "M4"),
                 n_boot: int = 200, seed: int = 0) -> tuple[list[dict], dict | None]:
-    groups = defaultdict(list)
-    for r in rows:
-        groups[(r["method"], r["fraction"])].append((r["parameters"], r[loss]))
+    from reuse.plot import curves
+
     table = []
-    for (method, fraction), points in sorted(groups.items()):
-        points.sort()
+    # A reuse chain starts from the shared smallest scratch model: curves() puts that point on the reuse curve too.
+    for (method, fraction), points in sorted(curves(rows, "parameters", loss).items()):
         x, y = np.array([p[0] for p in points]), np.array([p[1] for p in points])
         for name in methods:
             cls = ESTIMATORS[name]
@@ -67,9 +67,11 @@ def fit_results(rows: list[dict], loss: str = "final_log_ppl", methods=("M1", "M
                 table.append({**row, "note": f"{len(x)} points < {cls().n_params} parameters: not fitted"})
                 continue
             est = cls().fit(x, y)
-            lo, hi = bootstrap_exponent(cls, x, y, n_boot, seed)
-            row.update({"c": est.params["c"], "c_low": lo, "c_high": hi,
-                        "params": " ".join(f"{k}={v:.4g}" for k, v in est.params.items()), "note": ""})
+            interval = bootstrap_exponent(cls, x, y, n_boot, seed)
+            row.update({"c": est.params["c"], "params": " ".join(f"{k}={v:.4g}" for k, v in est.params.items()),
+                        "note": "" if interval else "no bootstrap interval: too few distinct points"})
+            if interval:
+                row["c_low"], row["c_high"] = interval
             if len(x) > cls().n_params:  # extrapolation: fit without the largest model, predict it
                 held = cls().fit(x[:-1], y[:-1]).predict(x[-1:])[0]
                 row["extrapolation_log_error"] = float(np.log(held) - np.log(y[-1]))
@@ -83,17 +85,12 @@ def fit_results(rows: list[dict], loss: str = "final_log_ppl", methods=("M1", "M
 
 
 def plot_fits(rows: list[dict], table: list[dict], out: Path, loss: str = "final_log_ppl") -> Path:
-    import matplotlib
+    from reuse.plot import curves, save  # reuse.plot selects the headless backend before pyplot loads
 
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    groups = defaultdict(list)
-    for r in rows:
-        groups[(r["method"], r["fraction"])].append((r["parameters"], r[loss]))
-    for i, ((method, fraction), points) in enumerate(sorted(groups.items())):
-        points.sort()
+    for i, ((method, fraction), points) in enumerate(sorted(curves(rows, "parameters", loss).items())):
         x, y = np.array([p[0] for p in points]), np.array([p[1] for p in points])
         colour = f"C{i}"
         ax.plot(x / 1e6, y, "*" if method == "scratch" else "o", color=colour, label=f"{fraction * 100:g}% {method}")
@@ -110,8 +107,4 @@ def plot_fits(rows: list[dict], table: list[dict], out: Path, loss: str = "final
     ax.set_title("Fits per fraction (M1 dotted, M2 dashed, M3 dash-dot), extrapolated 4x")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
-    return out
+    return save(fig, out)
