@@ -105,12 +105,14 @@ def fit_transfer_law(table: list[dict]) -> dict:
 
 def plot_transfer(rows: list[dict], table: list[dict], out: Path, data_column: str, loss: str) -> Path:
     """Loss against D for scratch and non-scratch runs per model size, D_T drawn as an arrow to the scratch curve;
-    and D_F / D_E against parameters."""
+    D_F / D_E against parameters per D_F; and, when the table has `train_flops`, loss against training compute."""
     from reuse.plot import save  # selects the headless backend before pyplot loads
 
     import matplotlib.pyplot as plt
 
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    with_compute = all(r.get("train_flops") not in (None, "") for r in rows)
+    fig, axes = plt.subplots(1, 3 if with_compute else 2, figsize=(16 if with_compute else 11, 4.5))
+    ax, ax2 = axes[0], axes[1]
     sizes = sorted({r["parameters"] for r in rows})
     for i, n in enumerate(sizes):
         colour = f"C{i}"
@@ -134,7 +136,17 @@ def plot_transfer(rows: list[dict], table: list[dict], out: Path, data_column: s
     ax2.set_xlabel("parameters (M)")
     ax2.set_ylabel("D_F / D_E (fraction of effective data from the target)")
     ax2.legend(fontsize=7)
-    for a in (ax, ax2):
+    if with_compute:
+        ax3 = axes[2]
+        for method, marker in (("scratch", "*"), ("finetune", "o"), ("reuse", "o")):
+            pts = [(float(r["train_flops"]), r[loss]) for r in rows if r["method"] == method]
+            if pts:
+                ax3.plot(*zip(*pts), marker, linestyle="none", label=method, alpha=0.8)
+        ax3.set_xscale("log")
+        ax3.set_xlabel("training FLOPs of the run (pre-training not included)")
+        ax3.set_ylabel("loss")
+        ax3.legend(fontsize=7)
+    for a in axes:
         a.grid(alpha=0.3)
     return save(fig, out)
 

@@ -72,7 +72,7 @@ def test_too_few_scratch_sizes_and_mismatched_model_sizes_are_marked():
 
 
 def test_cli_writes_table_and_figure(tmp_path):
-    rows = synthetic_table()
+    rows = [{**r, "train_flops": 6 * r["parameters"] * r["training_tokens"]} for r in synthetic_table()]
     path = tmp_path / "results.csv"
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
