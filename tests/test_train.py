@@ -214,6 +214,7 @@ def test_non_finite_loss_stops_with_a_clear_message(embedded_dir, tmp_path):
     assert list((out / "checkpoints").iterdir()), "the checkpoints before the failure are kept"
 
 
+@pytest.mark.slow  # two training runs of a 50k-vocabulary decoder, about 30 s
 def test_tiny_causal_lm_trains_stops_early_and_loads_with_auto_causal(embedded_dir, tmp_path):
     from reuse.tokenize import tokenize_file, load_tokenizer
 
