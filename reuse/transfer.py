@@ -114,27 +114,40 @@ def plot_transfer(rows: list[dict], table: list[dict], out: Path, data_column: s
     fig, axes = plt.subplots(1, 3 if with_compute else 2, figsize=(16 if with_compute else 11, 4.5))
     ax, ax2 = axes[0], axes[1]
     sizes = sorted({r["parameters"] for r in rows})
+    targets = sorted({r.get("target", "") for r in rows})
     for i, n in enumerate(sizes):
         colour = f"C{i}"
-        pts = sorted((r[data_column], r[loss]) for r in rows if r["parameters"] == n and r["method"] == "scratch")
-        if pts:
-            ax.plot(*zip(*pts), ":*", color=colour, label=f"{n / 1e6:.2f}M scratch")
+        for j, target in enumerate(targets):
+            pts = sorted((r[data_column], r[loss]) for r in rows if r["parameters"] == n
+                         and r["method"] == "scratch" and r.get("target", "") == target)
+            if pts:
+                ax.plot(*zip(*pts), (":", "--", "-.")[j % 3] + "*", color=colour,
+                        label=f"{n / 1e6:.2f}M {target} scratch".replace("  ", " "))
         for t in table:
             if t["parameters"] == n and "D_E" in t:
-                ax.plot(t["D_F"], t["loss"], "o", color=colour)
+                exact = t["marker"] == ""  # bounds are drawn hollow
+                ax.plot(t["D_F"], t["loss"], "o", color=colour, markerfacecolor=colour if exact else "none")
                 ax.annotate("", (t["D_E"], t["loss"]), (t["D_F"], t["loss"]),
-                            arrowprops={"arrowstyle": "->", "color": colour, "lw": 0.8})
+                            arrowprops={"arrowstyle": "->", "color": colour, "lw": 0.8,
+                                        "linestyle": "-" if exact else "--"})
     ax.set_xscale("log")
     ax.set_xlabel("target data D (tokens)")
     ax.set_ylabel("loss")
-    ax.set_title("dots: transferred/reused runs; arrows: D_T to the scratch curve", fontsize=9)
+    ax.set_title("dots: transferred/reused runs (hollow: D_E only bounded); arrows: D_T", fontsize=9)
     ax.legend(fontsize=7)
-    for d_f in sorted({t["D_F"] for t in table if "D_E" in t}):
-        pts = sorted((t["parameters"], t["D_F_over_D_E"]) for t in table if t["D_F"] == d_f and "D_E" in t)
-        ax2.plot([p[0] / 1e6 for p in pts], [p[1] for p in pts], "o-", label=f"D_F = {d_f:.3g}")
+    for j, (d_f, target) in enumerate(sorted({(t["D_F"], t.get("target", "")) for t in table if "D_E" in t})):
+        pts = sorted((t["parameters"], t["D_F_over_D_E"], t["marker"]) for t in table
+                     if t["D_F"] == d_f and t.get("target", "") == target and "D_E" in t)
+        colour = f"C{j}"
+        ax2.plot([p[0] / 1e6 for p in pts], [p[1] for p in pts], "-", color=colour,
+                 label=f"{target} D_F = {d_f:.3g}".strip())
+        for n, ratio, marker in pts:  # D_E >= x means D_F / D_E <= y: a downward triangle, and vice versa
+            ax2.plot(n / 1e6, ratio, {"": "o", ">=": "v", "<=": "^"}[marker], color=colour,
+                     markerfacecolor=colour if marker == "" else "none")
     ax2.set_xscale("log")
     ax2.set_xlabel("parameters (M)")
     ax2.set_ylabel("D_F / D_E (fraction of effective data from the target)")
+    ax2.set_title("hollow triangles: bounds (v: at most, ^: at least)", fontsize=9)
     ax2.legend(fontsize=7)
     if with_compute:
         ax3 = axes[2]
@@ -185,9 +198,11 @@ def main(argv: list[str] | None = None) -> None:
             writer.writeheader()
             writer.writerows(table)
         for t in table:
-            d_e = f"{t['marker']}{t['D_E']:.4g}" if "D_E" in t else t["marker"]
-            print(f"{t['run_id']:28s} N={t['parameters']:.3g} D_F={t['D_F']:.3g} D_E={d_e} "
-                  f"D_T={t.get('D_T', float('nan')):.3g}")
+            if "D_E" in t:
+                print(f"{t['run_id']:28s} N={t['parameters']:.3g} D_F={t['D_F']:.3g} D_E={t['marker']}{t['D_E']:.4g} "
+                      f"D_T={t['marker']}{t['D_T']:.3g}")
+            else:
+                print(f"{t['run_id']:28s} N={t['parameters']:.3g} D_F={t['D_F']:.3g} {t['marker']}: {t['note']}")
         try:
             law = fit_transfer_law(table)
             print("D_T = k D_F^alpha N^beta: " + ", ".join(f"{k}={v:.3g}" for k, v in law.items()))
