@@ -119,7 +119,10 @@ def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int
     nothing and is unknown for CPUs."""
     import time
 
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    # A private generator: drawing from the global one would shift a resumed run's dropout stream.
+    gen = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
     a @ b
     if device.type == "cuda":
         torch.cuda.synchronize()
