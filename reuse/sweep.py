@@ -1,9 +1,11 @@
 """Resumable sweeps over model widths x data fractions x {scratch, reuse}: `python -m reuse.sweep configs/demo.yaml`.
 
-A grid (YAML) names a model ladder, data fractions, the data files, and a training recipe per method. For every
-fraction it plans one from-scratch run per model and one reuse chain: the reused model at width i is grown from the
-reused model at width i-1 (at the smallest width scratch and reuse coincide, so the chain starts from that scratch
-run). Run folders are named like the released checkpoints (`bert-4L-64H-0.1D`, `bert-n2n-4L-128H-0.1D`).
+A grid (YAML) names a model ladder, data fractions, the data files, a training recipe per method, and optional
+per-model overrides (`model_args`). For every fraction it plans one from-scratch run per model and one reuse chain:
+the reused model at width i is grown from the reused model at width i-1 (at the smallest width scratch and reuse
+coincide, so the chain starts from that scratch run). A grid with `pretrain` and `targets` plans a transfer study
+instead (see configs/transfer_demo.yaml). Run folders are named like the released checkpoints
+(`bert-4L-64H-0.1D`, `bert-n2n-4L-128H-0.1D`).
 
 Each run is `python -m reuse.train` in its own process (so a crash stays in its run), launched when its parent is
 done, several at once (`--workers N`, one GPU each when GPUs are given with `--gpus 0,1`), or submitted through
@@ -114,6 +116,7 @@ def plan(grid: dict) -> list[Run]:
         raise SweepError(f"grid {grid['name']}: the model ladder cannot form a reuse chain: {e}") from e
     family = grid.get("family", "bert")
     common = dict(grid.get("train", {}))
+    per_model = grid.get("model_args", {})  # a width may want its own learning rate: overrides every method's
     runs = []
     for fraction in grid["fractions"]:
         fraction = float(fraction)
@@ -122,13 +125,13 @@ def plan(grid: dict) -> list[Run]:
             run_id = f"{family}-{model_tag(model)}-{fraction:g}D"
             scratch_ids.append(run_id)
             if "scratch" in grid["methods"] or model == grid["models"][0]:
-                recipe = {**common, **(grid["methods"].get("scratch") or {})}
+                recipe = {**common, **(grid["methods"].get("scratch") or {}), **per_model.get(model, {})}
                 runs.append(Run(run_id, model, fraction, "scratch", "", recipe))
         if "reuse" not in grid["methods"]:
             continue
         parent = scratch_ids[0]
         for model in grid["models"][1:]:
-            recipe = {**common, **(grid["methods"]["reuse"] or {})}
+            recipe = {**common, **(grid["methods"]["reuse"] or {}), **per_model.get(model, {})}
             recipe.setdefault("grow_method", "net2net")
             tag = {"net2net": "n2n"}.get(recipe["grow_method"], recipe["grow_method"])
             run_id = f"{family}-{tag}-{model_tag(model)}-{fraction:g}D"

@@ -38,6 +38,7 @@ def test_demo_grid_plans_scratch_and_reuse_ladders():
     assert ids["bert-n2n-4L-192H-0.5D"].parent == "bert-n2n-4L-128H-0.5D"
     assert ids["bert-n2n-4L-192H-0.5D"].args["lr"] == 1e-3 and ids["bert-4L-192H-0.5D"].args["lr"] == 1e-3
     assert ids["bert-n2n-4L-192H-0.5D"].args["warmup"] == 0.02 and ids["bert-4L-192H-0.5D"].args["warmup"] == 0.06
+    assert ids["bert-4L-64H-0.1D"].args["lr"] == 2e-3  # model_args override the method's recipe for that width
     assert [r.run_id for r in runs].index("bert-4L-64H-0.1D") < [r.run_id for r in runs].index("bert-n2n-4L-128H-0.1D")
     assert len(plan(load_grid("configs/paper.yaml"))) == 6 * (10 + 9)
 
