@@ -50,9 +50,10 @@ def build_model(config: PretrainedConfig) -> PreTrainedModel:
 
 
 def is_checkpoint(folder: str | Path) -> bool:
+    """A save_pretrained folder: a config and weights (safetensors, or the older pytorch_model.bin)."""
     folder = Path(folder)
-    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors")) or \
-        (folder / "config.json").is_file() and (folder / "pytorch_model.bin").is_file()
+    has_weights = any(folder.glob("*.safetensors")) or (folder / "pytorch_model.bin").is_file()
+    return (folder / "config.json").is_file() and has_weights
 
 
 def load_model(name_or_folder: str | Path) -> PreTrainedModel:
