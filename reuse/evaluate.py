@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import random
 import sys
@@ -93,7 +94,7 @@ def evaluate_original(model, tokenizer, data: str | Path, device: torch.device, 
         raise DataError(f"{data} holds fewer than two blocks of {block_size} tokens")
     # Creating the iterator draws the workers' base seed from the global generator, before the first mask.
     loader = DataLoader(dataset, batch_size=batch_size, sampler=SequentialSampler(dataset))
-    batches = (b for i, b in enumerate(loader) if max_batches is None or i < max_batches)
+    batches = itertools.islice(loader, max_batches)  # stops reading at the last batch wanted
     total = len(loader) if max_batches is None else min(max_batches, len(loader))
     return score_batches(model, tqdm(batches, total=total, desc="evaluate", leave=False, disable=None),
                          tokenizer, device)
