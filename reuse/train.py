@@ -32,6 +32,7 @@ from tqdm import tqdm
 from reuse import checkpoint as ckpt
 from reuse.cli import add_dataclass_arguments, dataclass_from_args
 from reuse.data import DataError, inspect_tokens, load_blocks, mask_tokens
+from reuse.dropout import use_cpu_dropout
 from reuse.evaluate import evaluate_blocks, model_inputs, special_ids
 from reuse.grow import GrowthError
 from reuse.model import (ModelError, build_model, causal_lm_loss, count_parameters, flops_per_step, is_causal,
@@ -142,6 +143,14 @@ def make_model(cfg: TrainConfig):
     return build_model(load_config(cfg.config)), None
 
 
+def place_model(model, device: torch.device):
+    """Move the model to its device; on CPU, with the cheaper dropout (reuse.dropout: same p, same checkpoints)."""
+    model.to(device)
+    if device.type == "cpu":
+        use_cpu_dropout(model)
+    return model
+
+
 def lr_lambda(warmup_steps: int, total_steps: int):
     def factor(step: int) -> float:
         if step < warmup_steps:
@@ -246,7 +255,7 @@ def train(cfg: TrainConfig) -> dict:
     if growth is not None and rank == 0:
         (out / "growth.json").write_text(json.dumps(growth))
 
-    model.to(device)
+    place_model(model, device)
     optimizer = make_optimizer(model, cfg)
     warmup = int(cfg.warmup * max_steps) if cfg.warmup < 1 else int(cfg.warmup)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(max(1, warmup), max_steps))
