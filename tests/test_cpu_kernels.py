@@ -27,8 +27,11 @@ def test_fused_head_loss_and_gradients_equal_the_full_logits_path(path):
 
     assert fused.grad_fn.name().startswith("LinearCrossEntropy")  # the fused path did run
     assert fused.item() == pytest.approx(reference.item(), rel=1e-5)
+    # Relative to each tensor's largest entry: the two paths sum the same terms in other orders, so an entry near
+    # zero in a tensor whose entries reach ~5 (the tied embeddings) carries fp32 rounding of ~1e-6 (seen: 9e-6).
+    # The absolute floor is for gradients that are zero in exact arithmetic (attention key biases: ~1e-10).
     for (name, _), a, b in zip(model.named_parameters(), fused_grads, reference_grads):
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), name
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max() + 1e-8, name
 
 
 def test_fused_loss_scales_its_gradients_by_the_incoming_gradient():
@@ -40,12 +43,17 @@ def test_fused_loss_scales_its_gradients_by_the_incoming_gradient():
     assert torch.allclose(x.grad, expected[0], atol=1e-5) and torch.allclose(w.grad, expected[1], atol=1e-5)
 
 
-def test_evaluation_keeps_the_library_cross_entropy():
+def test_evaluation_keeps_the_library_cross_entropy(monkeypatch):
+    """The fused function computes gradients in its forward: under no_grad (evaluation) that is wasted work."""
     model = build_model(load_config(CONFIGS[0])).eval()
     ids = torch.randint(1000, 5000, (2, 10))
     with torch.no_grad():
+        expected = F.cross_entropy(model(input_ids=ids).logits.reshape(-1, model.config.vocab_size), ids.reshape(-1),
+                                   reduction="sum")
+    monkeypatch.setattr(LinearCrossEntropy, "apply", lambda *a: pytest.fail("fused path used without gradients"))
+    with torch.no_grad():
         loss = masked_lm_loss(model, ids, ids)
-    assert loss.grad_fn is None
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])
