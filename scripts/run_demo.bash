@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job: the small end-to-end reproduction on the embedded corpus (about 15 minutes on 2 CPU cores).
+# The main job: the small end-to-end reproduction on the embedded corpus (14 to 22 minutes on 2 CPU cores, by machine).
 # Set up; prepare the English Wikipedia lead sections; tokenize them for BERT (bert-base-uncased) and with an 8k
 # WordPiece vocabulary trained on the corpus; run configs/demo.yaml (scratch and reuse ladders, 3 widths x 2 fractions);
 # write results/demo/{results.csv, curves.png, report.md}. Re-running reuses everything already done.
