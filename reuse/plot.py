@@ -10,7 +10,8 @@ percent. Also loss against training FLOPs and loss against fraction. Each figure
 from __future__ import annotations
 
 import argparse
-import csv
+import math
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -19,35 +20,35 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from reuse.results import ResultsError, read_results  # noqa: E402
+from reuse.stats import t_interval  # noqa: E402
+
 STYLE = {"scratch": ("GnBu", ":", "*", "scratch"), "reuse": ("YlOrBr", "-", "o", "reuse")}
 
 
-def read_rows(path: str | Path) -> list[dict]:
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    needed = {"parameters", "fraction", "method", "final_log_ppl"}
-    if not rows or not needed <= set(rows[0]):
-        raise SystemExit(f"error: {path} needs the columns {sorted(needed)} and at least one row")
-    for row in rows:
-        for key in ("parameters", "fraction", "final_log_ppl", "best_log_ppl", "train_flops", "training_tokens"):
-            if row.get(key) not in (None, ""):
-                row[key] = float(row[key])
-    return rows
-
-
 def curves(rows: list[dict], x: str, loss: str) -> dict:
-    """(method, fraction) -> sorted [(x, loss)]; at the smallest model reuse coincides with scratch, so the reuse
-    curve starts from that scratch point, as in the paper."""
-    groups = defaultdict(list)
+    """(method, fraction) -> sorted [(x, mean loss over seeds, 95% half-width or None)]. At the smallest model
+    reuse coincides with scratch, so the reuse curve starts from that scratch point, as in the paper. Rows without
+    a finite loss are left out, and counted in the figure's caption by the caller."""
+    seeds = defaultdict(list)
     for row in rows:
-        if row.get(loss) not in (None, ""):
-            groups[(row["method"], row["fraction"])].append((row[x], row[loss]))
+        if isinstance(row.get(loss), float) and math.isfinite(row[loss]):
+            seeds[(row["method"], row["fraction"], row[x])].append(row[loss])
+    groups = defaultdict(list)
+    for (method, fraction, at), values in seeds.items():
+        groups[(method, fraction)].append((at, *t_interval(values)))
     for (method, fraction), points in list(groups.items()):
         if method == "reuse" and x == "parameters" and ("scratch", fraction) in groups:
             first = min(groups[("scratch", fraction)])
             if first[0] < min(points)[0]:
                 points.append(first)
     return {k: sorted(v) for k, v in groups.items()}
+
+
+def dropped(rows: list[dict], loss: str) -> list[str]:
+    """Runs without a finite loss: a plot must say it left them out."""
+    return [str(r.get("run_id", "?")) for r in rows
+            if not (isinstance(r.get(loss), float) and math.isfinite(r[loss]))]
 
 
 def ramp(method: str, fractions: list[float], fraction: float):
@@ -62,9 +63,15 @@ def draw(ax, rows: list[dict], x: str, loss: str, xscale_millions: bool) -> None
     for (method, fraction), points in sorted(groups.items()):
         colour_map, line, marker, label = STYLE.get(method, ("Greys", "--", "s", method))
         xs = [p[0] / 1e6 if xscale_millions else p[0] for p in points]
-        ax.plot(xs, [p[1] for p in points], linestyle=line, marker=marker, markersize=7,
-                color=ramp(method, fractions, fraction) if method in STYLE else None,
-                label=f"{fraction * 100:g}% ({label})")
+        errors = [p[2] or 0.0 for p in points]  # 95% t interval over seeds; none for a single seed
+        ax.errorbar(xs, [p[1] for p in points], yerr=errors if any(errors) else None, linestyle=line,
+                    marker=marker, markersize=7, capsize=3,
+                    color=ramp(method, fractions, fraction) if method in STYLE else None,
+                    label=f"{fraction * 100:g}% ({label})")
+    missing = dropped(rows, loss)
+    if missing:
+        ax.annotate(f"{len(missing)} run(s) without a finite {loss} left out: {', '.join(missing[:3])}",
+                    (0.01, 0.01), xycoords="axes fraction", fontsize=7, color="crimson")
     ax.grid(alpha=0.3)
     ax.legend(title="Data Frac.", fontsize=8)
 
@@ -84,23 +91,31 @@ def figure_4a(rows: list[dict], out: str | Path, loss: str = "final_log_ppl", ba
 
 def figure_flops(rows: list[dict], out: str | Path, loss: str = "final_log_ppl") -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    draw(ax, rows, "train_flops", loss, xscale_millions=False)
+    # chain_flops (sweeps since seeds were added) counts the parents a reused model was grown from as well.
+    chain = all(isinstance(r.get("chain_flops"), float) for r in rows)
+    draw(ax, rows, "chain_flops" if chain else "train_flops", loss, xscale_millions=False)
     ax.set_xscale("log")
-    ax.set_xlabel("Training FLOPs (this run only; a reused model's parent runs not included)")
+    ax.set_xlabel("Training FLOPs, the reused model's whole chain included" if chain else
+                  "Training FLOPs (this run only; a reused model's parent runs not included)")
     ax.set_ylabel("Log-perplexity")
     return save(fig, out)
 
 
 def figure_fraction(rows: list[dict], out: str | Path, loss: str = "final_log_ppl") -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    by_model = defaultdict(list)
+    seeds = defaultdict(list)
     for row in rows:
-        by_model[(row["method"], row["parameters"])].append((row["fraction"], row[loss]))
+        if isinstance(row.get(loss), float) and math.isfinite(row[loss]):
+            seeds[(row["method"], row["parameters"], row["fraction"])].append(row[loss])
+    by_model = defaultdict(list)
+    for (method, params, fraction), values in seeds.items():
+        by_model[(method, params)].append((fraction, *t_interval(values)))
     for (method, params), points in sorted(by_model.items()):
         _, line, marker, _ = STYLE.get(method, ("Greys", "--", "s", method))
         points.sort()
-        ax.plot([p[0] * 100 for p in points], [p[1] for p in points], linestyle=line, marker=marker,
-                label=f"{params / 1e6:.2f}M {method}")
+        errors = [p[2] or 0.0 for p in points]
+        ax.errorbar([p[0] * 100 for p in points], [p[1] for p in points], yerr=errors if any(errors) else None,
+                    linestyle=line, marker=marker, capsize=3, label=f"{params / 1e6:.2f}M {method}")
     ax.set_xscale("log")
     ax.set_xlabel("Data fraction (%)")
     ax.set_ylabel("Log-perplexity")
@@ -127,7 +142,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--loss", default="final_log_ppl", choices=("final_log_ppl", "best_log_ppl"))
     parser.add_argument("--baseline", type=float, help="draw this loss (e.g. the unigram baseline) as a line")
     args = parser.parse_args(argv)
-    rows = read_rows(args.results)
+    try:
+        rows = read_results(args.results)
+    except ResultsError as e:
+        sys.exit(f"error: {e}")
+    if args.loss not in rows[0]:
+        sys.exit(f"error: {args.results} has no column {args.loss}")
     out = args.out or args.results.with_name("curves.png")
     written = [figure_4a(rows, out, args.loss, args.baseline),
                figure_flops(rows, out.with_name(out.stem + "_flops.png"), args.loss),

@@ -17,11 +17,9 @@ dependants are skipped. Results are gathered into one table, `results.csv`, in t
 from __future__ import annotations
 
 import argparse
-import csv
-import dataclasses
 import json
+import math
 import os
-import re
 import subprocess
 import sys
 import time
@@ -30,12 +28,12 @@ from pathlib import Path
 
 import yaml
 
+from reuse.data import DataError, inspect_tokens
 from reuse.grow import GrowthError, plan_chain
-from reuse.model import ModelError, load_config
-
-# data_tokens: unique tokens of the training fraction; training_tokens: tokens seen (steps x batch x sequence).
-COLUMNS = ["run_id", "model", "parameters", "fraction", "data_tokens", "training_tokens", "steps", "method",
-           "parent", "target", "final_log_ppl", "best_log_ppl", "train_flops", "wall_time_s"]
+from reuse.model import ModelError
+from reuse.report import write_report
+from reuse.results import run_regime, write_results
+from reuse.runs import model_tag, run_name
 
 
 class SweepError(Exception):
@@ -53,33 +51,69 @@ class Run:
     target: str = ""    # target language of a transfer study
     train_data: str = ""  # overrides the grid's data
     valid_data: str = ""
-
-
-def model_tag(config_path: str) -> str:
-    config = load_config(config_path)
-    return f"{config.num_hidden_layers}L-{config.hidden_size}H"
+    seed: int = 0       # initialisation, data subset, masks and dropout; a reuse chain stays within one seed
 
 
 def load_grid(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise SweepError(f"grid {path} does not exist (see configs/demo.yaml)")
-    grid = yaml.safe_load(path.read_text())
+    try:
+        grid = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise SweepError(f"grid {path} is not valid YAML ({str(e).splitlines()[0]})") from e
+    if not isinstance(grid, dict):
+        raise SweepError(f"grid {path} is not a mapping of keys (see configs/demo.yaml)")
     transfer = "targets" in grid
     for key in ("name", "models", "fractions", "methods") + (("pretrain",) if transfer else ("train_data",)):
         if key not in grid:
             raise SweepError(f"grid {path} lacks '{key}'")
+    for key in ("models", "fractions"):
+        if not isinstance(grid[key], list) or not grid[key]:
+            raise SweepError(f"grid {path}: '{key}' must be a non-empty list")
     for fraction in grid["fractions"]:
-        if not 0 < float(fraction) <= 1:
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < float(fraction) <= 1:
             raise SweepError(f"grid {path}: fraction {fraction} is outside (0, 1]")
     for model in grid["models"]:
-        if not Path(model).is_file():
+        if not Path(str(model)).is_file():
             raise SweepError(f"grid {path} names model config {model}, which does not exist")
+    if not isinstance(grid["methods"], dict) or not grid["methods"]:
+        raise SweepError(f"grid {path}: 'methods' must map method names to recipes")
     allowed = {"scratch", "finetune"} if transfer else {"scratch", "reuse"}
     unknown = set(grid["methods"]) - allowed
     if unknown:
         raise SweepError(f"grid {path}: unknown methods {sorted(unknown)}; use {' and '.join(sorted(allowed))}")
+    if "seeds" in grid:
+        if transfer:
+            raise SweepError(f"grid {path}: transfer grids do not take seeds yet; remove 'seeds'")
+        grid_seeds(grid)  # checks them
+    recipes = [grid.get("train") or {}] + [r or {} for r in grid["methods"].values()]
+    if any(r.get("patience") for r in recipes) and not transfer and not grid.get("valid_data"):
+        raise SweepError(f"grid {path} sets patience but no valid_data: early stopping needs a valid split")
     return grid
+
+
+def grid_seeds(grid: dict) -> dict[float, list[int]]:
+    """Seeds per fraction: `seeds: [0, 1, 2]` for every fraction, or `seeds: {0.1: [0, 1, 2], 0.5: [0]}`."""
+    given = grid.get("seeds", [0])
+    fractions = [float(f) for f in grid["fractions"]]
+    if isinstance(given, dict):
+        per = {float(k): v for k, v in given.items()}
+        extra = set(per) - set(fractions)
+        if extra:
+            raise SweepError(f"grid {grid['name']}: seeds are given for fractions {sorted(extra)}, which the grid "
+                             f"does not train")
+        per = {f: per.get(f, [0]) for f in fractions}
+    else:
+        per = {f: given for f in fractions}
+    for fraction, seeds in per.items():
+        if not isinstance(seeds, list) or not seeds or \
+                not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+            raise SweepError(f"grid {grid['name']}: seeds {seeds!r} (fraction {fraction:g}) must be a non-empty "
+                             f"list of integers >= 0, like [0, 1, 2]")
+        if len(set(seeds)) != len(seeds):
+            raise SweepError(f"grid {grid['name']}: seeds {seeds} repeat a seed (fraction {fraction:g})")
+    return per
 
 
 def plan_transfer(grid: dict) -> list[Run]:
@@ -90,54 +124,86 @@ def plan_transfer(grid: dict) -> list[Run]:
     lang = source.get("language", "en")
     runs = []
     for model in grid["models"]:
-        pre_id = f"{family}-{model_tag(model)}-{lang}"
+        pre_id = run_name(family, model_tag(model), language=lang)
         runs.append(Run(pre_id, model, float(source.get("fraction", 1.0)), "pretrain", "",
                         {**common, **source.get("args", {})}, lang, source["train_data"], source.get("valid_data", "")))
         for target, files in grid["targets"].items():
             for fraction in map(float, grid["fractions"]):
                 data = (files["train_data"], files.get("valid_data", ""))
                 if "scratch" in grid["methods"]:
-                    runs.append(Run(f"{family}-{model_tag(model)}-{target}-{fraction:g}D", model, fraction, "scratch",
-                                    "", {**common, **(grid["methods"]["scratch"] or {})}, target, *data))
+                    runs.append(Run(run_name(family, model_tag(model), fraction, language=target), model, fraction,
+                                    "scratch", "", {**common, **(grid["methods"]["scratch"] or {})}, target, *data))
                 if "finetune" in grid["methods"]:
-                    runs.append(Run(f"{family}-{lang}2{target}-{model_tag(model)}-{fraction:g}D", model, fraction,
-                                    "finetune", pre_id, {**common, **(grid["methods"]["finetune"] or {})}, target,
-                                    *data))
+                    runs.append(Run(run_name(family, model_tag(model), fraction, language=target, source=lang),
+                                    model, fraction, "finetune", pre_id,
+                                    {**common, **(grid["methods"]["finetune"] or {})}, target, *data))
     return runs
 
 
 def plan(grid: dict) -> list[Run]:
-    """All runs of a grid, parents before children."""
-    if "targets" in grid:
-        return plan_transfer(grid)
+    """All runs of a grid, parents before children; two runs with one name are refused."""
+    runs = plan_transfer(grid) if "targets" in grid else plan_ladder(grid)
+    seen = {}
+    for run in runs:
+        if run.run_id in seen:
+            raise SweepError(f"grid {grid['name']}: two runs would share the folder {run.run_id} (a model listed "
+                             f"twice, or fractions that print alike: {seen[run.run_id]:g} and {run.fraction:g}); "
+                             f"make them distinct")
+        seen[run.run_id] = run.fraction
+    check_batches(grid, runs)
+    return runs
+
+
+def plan_ladder(grid: dict) -> list[Run]:
     try:
         plan_chain(grid["models"]) if "reuse" in grid["methods"] else None
     except (GrowthError, ModelError) as e:
         raise SweepError(f"grid {grid['name']}: the model ladder cannot form a reuse chain: {e}") from e
     family = grid.get("family", "bert")
-    common = dict(grid.get("train", {}))
     per_model = grid.get("model_args", {})  # a width may want its own learning rate: overrides every method's
+    # A fraction may want its own step cap (more data takes more steps to use up): on top of `train`, under the
+    # method recipes and model_args.
+    per_fraction = {float(k): v for k, v in (grid.get("fraction_args") or {}).items()}
     runs = []
-    for fraction in grid["fractions"]:
-        fraction = float(fraction)
-        scratch_ids = []
-        for model in grid["models"]:
-            run_id = f"{family}-{model_tag(model)}-{fraction:g}D"
-            scratch_ids.append(run_id)
-            if "scratch" in grid["methods"] or model == grid["models"][0]:
-                recipe = {**common, **(grid["methods"].get("scratch") or {}), **per_model.get(model, {})}
-                runs.append(Run(run_id, model, fraction, "scratch", "", recipe))
-        if "reuse" not in grid["methods"]:
-            continue
-        parent = scratch_ids[0]
-        for model in grid["models"][1:]:
-            recipe = {**common, **(grid["methods"]["reuse"] or {}), **per_model.get(model, {})}
-            recipe.setdefault("grow_method", "net2net")
-            tag = {"net2net": "n2n"}.get(recipe["grow_method"], recipe["grow_method"])
-            run_id = f"{family}-{tag}-{model_tag(model)}-{fraction:g}D"
-            runs.append(Run(run_id, model, fraction, "reuse", parent, recipe))
-            parent = run_id
+    for fraction, seeds in grid_seeds(grid).items():
+        common = {**dict(grid.get("train", {})), **per_fraction.get(fraction, {})}
+        for seed in seeds:
+            scratch_ids = []
+            for model in grid["models"]:
+                run_id = run_name(family, model_tag(model), fraction, seed)
+                scratch_ids.append(run_id)
+                if "scratch" in grid["methods"] or model == grid["models"][0]:
+                    recipe = {**common, **(grid["methods"].get("scratch") or {}), **per_model.get(model, {}),
+                              "seed": seed}
+                    runs.append(Run(run_id, model, fraction, "scratch", "", recipe, seed=seed))
+            if "reuse" not in grid["methods"]:
+                continue
+            parent = scratch_ids[0]
+            for model in grid["models"][1:]:
+                recipe = {**common, **(grid["methods"]["reuse"] or {}), **per_model.get(model, {}), "seed": seed}
+                recipe.setdefault("grow_method", "net2net")
+                run_id = run_name(family, model_tag(model), fraction, seed, grow_method=recipe["grow_method"])
+                runs.append(Run(run_id, model, fraction, "reuse", parent, recipe, seed=seed))
+                parent = run_id
     return runs
+
+
+def check_batches(grid: dict, runs: list[Run]) -> None:
+    """Every fraction must hold at least one batch: found here, before any run starts, not in the first run."""
+    blocks_of = {}
+    for run in runs:
+        data = run.train_data or grid.get("train_data")
+        block_size, batch_size = int(run.args.get("block_size", 126)), int(run.args.get("batch_size", 256))
+        if (data, block_size) not in blocks_of:
+            try:
+                blocks_of[(data, block_size)] = inspect_tokens(data).num_tokens // block_size
+            except DataError:
+                return  # the data is not there yet (a transfer grid's later corpora): the trainer will say
+        blocks = math.floor(run.fraction * blocks_of[(data, block_size)] + 1e-9)
+        if blocks < batch_size:
+            raise SweepError(f"grid {grid['name']}: fraction {run.fraction:g} of {data} is {blocks} blocks of "
+                             f"{block_size} tokens, fewer than one batch of {batch_size}; raise the fraction or "
+                             f"lower batch_size")
 
 
 def train_command(run: Run, grid: dict, snap: Path) -> list[str]:
@@ -228,99 +294,27 @@ def execute(runs: list[Run], grid: dict, snap: Path, workers: int = 1, gpus: lis
 
 
 def collect(runs: list[Run], snap: Path) -> list[dict]:
-    rows = []
+    rows, by_id = [], {}
     for run in runs:
-        summary_path = snap / run.run_id / "summary.json"
-        if not summary_path.is_file():
+        folder = snap / run.run_id
+        if not (folder / "summary.json").is_file():
             continue
-        s = json.loads(summary_path.read_text())
-        block_size = json.loads((snap / run.run_id / "run_config.json").read_text())["block_size"]
-        rows.append({"run_id": run.run_id, "model": Path(run.model).stem, "parameters": s["parameters"],
-                     "fraction": run.fraction, "data_tokens": s["training_blocks"] * block_size,
-                     "training_tokens": s["tokens_seen"], "steps": s["steps"],
-                     "method": run.method, "parent": run.parent, "target": run.target,
-                     "final_log_ppl": s["final_valid_log_ppl"],
-                     "best_log_ppl": s["best_valid_log_ppl"], "train_flops": s["train_flops"],
-                     "wall_time_s": s["wall_time_s"]})
+        s = json.loads((folder / "summary.json").read_text())
+        block_size = json.loads((folder / "run_config.json").read_text())["block_size"]
+        data_tokens = s["training_blocks"] * block_size
+        parent = by_id.get(run.parent)
+        row = {"run_id": run.run_id, "model": Path(run.model).stem, "parameters": s["parameters"],
+               "fraction": run.fraction, "seed": run.seed, "data_tokens": data_tokens,
+               "training_tokens": s["tokens_seen"], "steps": s["steps"],
+               "epochs": s["epochs"],
+               "method": run.method, "parent": run.parent, "target": run.target,
+               "final_log_ppl": s["final_valid_log_ppl"], "best_log_ppl": s["best_valid_log_ppl"],
+               "best_step": s["best_step"], "regime": run_regime(folder), "train_flops": s["train_flops"],
+               "chain_flops": s["train_flops"] + (parent["chain_flops"] if parent else 0.0),
+               "wall_time_s": s["wall_time_s"]}
+        by_id[run.run_id] = row
+        rows.append(row)
     return rows
-
-
-def write_results(rows: list[dict], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
-RUN_NAME = re.compile(r"^(?P<family>[a-z]+)-(?:(?P<grow>[a-z0-9]+)-)?(?P<layers>\d+)L-(?P<hidden>\d+)H-"
-                      r"(?P<fraction>[0-9.e-]+)D$")
-
-
-def parse_run_name(name: str) -> dict | None:
-    """`bert-12L-64H-0.001D` -> scratch at fraction 0.001; `bert-n2n-12L-128H-0.001D` -> reuse. None otherwise."""
-    m = RUN_NAME.match(name)
-    if not m:
-        return None
-    return {"method": "reuse" if m["grow"] else "scratch", "fraction": float(m["fraction"]),
-            "layers": int(m["layers"]), "hidden": int(m["hidden"])}
-
-
-def reuse_gain(rows: list[dict], loss: str = "final_log_ppl") -> list[tuple[float, str, float, float]]:
-    """Per fraction, at the largest reused model: (fraction, model, scratch loss, reuse loss)."""
-    gains = []
-    for fraction in sorted({r["fraction"] for r in rows}):
-        reused = [r for r in rows if r["fraction"] == fraction and r["method"] == "reuse"]
-        if not reused:
-            continue
-        top = max(reused, key=lambda r: r["parameters"])
-        scratch = [r for r in rows if r["fraction"] == fraction and r["method"] == "scratch"
-                   and r["model"] == top["model"]]
-        if scratch:
-            gains.append((fraction, top["model"], scratch[0][loss], top[loss]))
-    return gains
-
-
-def write_report(grid: dict, rows: list[dict], results: Path, figure: Path, baseline: float | None,
-                 seconds: float) -> Path:
-    lines = [f"# Sweep `{grid['name']}`", "",
-             f"{len(rows)} runs: models {', '.join(Path(m).stem for m in grid['models'])}; fractions "
-             f"{', '.join(f'{float(f):g}' for f in grid['fractions'])}; methods {', '.join(grid['methods'])}. "
-             f"Training data `{grid['train_data']}`; losses are valid log-perplexities (nats per masked token). "
-             f"Training steps of all runs took {sum(r['wall_time_s'] for r in rows) / 60:.1f} min of run time "
-             f"(runs in parallel overlap); this invocation took {seconds / 60:.1f} min.", ""]
-    if baseline is not None:
-        lines += [f"Unigram baseline (predicting training-token frequencies) on the valid split: **{baseline:.3f}**.",
-                  ""]
-    lines += ["| run | params (M) | fraction | method | steps | final | best | below unigram |",
-              "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
-    for r in rows:
-        below = f"{baseline - r['final_log_ppl']:.3f}" if baseline is not None else ""
-        lines.append(f"| {r['run_id']} | {r['parameters'] / 1e6:.2f} | {r['fraction']:g} | {r['method']} | "
-                     f"{r['steps']} | {r['final_log_ppl']:.3f} | {r['best_log_ppl']:.3f} | {below} |")
-    lines += ["", f"![Figure 4a]({figure.name})", "", "## Reuse gain at the largest width", "",
-              "| fraction | model | scratch | reuse | gain (scratch - reuse) |", "| ---: | --- | ---: | ---: | ---: |"]
-    for fraction, model, scratch, reused in reuse_gain(rows):
-        lines.append(f"| {fraction:g} | {model} | {scratch:.3f} | {reused:.3f} | {scratch - reused:+.3f} |")
-    lines += ["", "A positive gain means the grown model ends lower than the same model trained from scratch with "
-              "its own recipe and the same number of steps on the same data.", "",
-              "## Data the reuse was worth (effective data transferred)", "",
-              "D_E: unique tokens the same width needs from scratch to reach the reused model's loss (log-log "
-              "interpolation of the scratch runs over fractions; `>=` marks a reused loss below every scratch point, "
-              "a lower bound); D_T = D_E - D_F, the tokens saved.", "",
-              "| run | D_F (tokens) | D_E | D_T (tokens saved) | D_F / D_E |", "| --- | ---: | ---: | ---: | ---: |"]
-    from reuse.transfer import analyse
-    for t in analyse([{**r, "target": ""} for r in rows], "data_tokens", "final_log_ppl"):
-        if "D_E" in t:
-            inverse = {">=": "<=", "<=": ">="}.get(t["marker"], "")
-            lines.append(f"| {t['run_id']} | {t['D_F']:,.0f} | {t['marker']}{t['D_E']:,.0f} | "
-                         f"{t['marker']}{t['D_T']:,.0f} | {inverse}{t['D_F_over_D_E']:.2f} |")
-        else:
-            lines.append(f"| {t['run_id']} | {t['D_F']:,.0f} | {t['marker']} | | |")
-    path = results / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def claim_results_dir(results: Path, grid_path: Path, grid: dict) -> None:
@@ -374,14 +368,13 @@ def main(argv: list[str] | None = None) -> None:
             transfer_main([str(results / "results.csv")])
         elif rows:
             from reuse.evaluate import unigram_baseline
-            from reuse.data import inspect_tokens
             from reuse.plot import figure_4a
 
             baseline = unigram_baseline(grid["train_data"], grid["valid_data"],
                                         inspect_tokens(grid["train_data"]).vocab_size) if grid.get("valid_data") else None
-            figure = figure_4a(rows, results / "curves.png", baseline=baseline)
+            figure = figure_4a(rows, results / "curves.png", loss="best_log_ppl", baseline=baseline)
             write_report(grid, rows, results, figure, baseline, time.time() - start)
-    except SweepError as e:
+    except (SweepError, DataError, ModelError) as e:
         sys.exit(f"error: {e}")
     failed = [r for r, s in status.items() if s != "done"]
     print(f"{len(rows)} runs in {results / 'results.csv'}" + (f"; not done: {', '.join(failed)}" if failed else ""))

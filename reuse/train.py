@@ -220,6 +220,8 @@ def train(cfg: TrainConfig) -> dict:
     rank, world, device = setup_distributed(cfg)
     if not cfg.output_dir or not cfg.train_data:
         raise TrainError("--output-dir and --train-data are required")
+    if cfg.patience and not cfg.valid_data:
+        raise TrainError(f"--patience {cfg.patience} needs --valid-data: early stopping watches the valid loss")
     if cfg.batch_size % world:
         raise TrainError(f"--batch-size {cfg.batch_size} is not divisible by {world} processes")
     share = cfg.batch_size // world
@@ -359,7 +361,7 @@ def train(cfg: TrainConfig) -> dict:
                "final_valid_log_ppl": state["valid"],
                "best_valid_log_ppl": state["best_valid"] if state["best_step"] >= 0 else None,
                "best_step": state["best_step"], "stopped_early": state["stopped_early"], "fraction": cfg.fraction,
-               "training_blocks": len(blocks)}
+               "training_blocks": len(blocks), "epochs": state["step"] * cfg.batch_size / len(blocks)}
     if rank == 0:
         ckpt.save_model(out, model, tokenizer)  # the run folder itself is a save_pretrained folder
         (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -9,8 +9,10 @@ import pytest
 import yaml
 
 from conftest import ROOT, run
-from reuse.plot import curves, figure_4a, read_rows
-from reuse.sweep import SweepError, load_grid, parse_run_name, plan
+from reuse.plot import curves, figure_4a
+from reuse.results import read_results as read_rows
+from reuse.runs import parse_run_name
+from reuse.sweep import SweepError, load_grid, plan
 
 
 def tiny_grid(tmp_path, embedded_dir, **changes):
@@ -30,21 +32,26 @@ def sweep(grid, tmp_path, *extra, **kw):
                 str(tmp_path / "results"), *extra], **kw)
 
 
-def test_demo_grid_plans_scratch_and_reuse_ladders():
+def test_demo_grid_plans_scratch_and_reuse_ladders_with_seeds():
     runs = plan(load_grid("configs/demo.yaml"))
     ids = {r.run_id: r for r in runs}
-    assert len(runs) == 10
-    assert ids["bert-n2n-4L-128H-0.1D"].parent == "bert-4L-64H-0.1D"
-    assert ids["bert-n2n-4L-192H-0.5D"].parent == "bert-n2n-4L-128H-0.5D"
-    assert ids["bert-n2n-4L-192H-0.5D"].args["lr"] == 1e-3 and ids["bert-4L-192H-0.5D"].args["lr"] == 1e-3
-    assert ids["bert-n2n-4L-192H-0.5D"].args["warmup"] == 0.02 and ids["bert-4L-192H-0.5D"].args["warmup"] == 0.06
-    assert ids["bert-4L-64H-0.1D"].args["lr"] == 2e-3  # model_args override the method's recipe for that width
-    assert [r.run_id for r in runs].index("bert-4L-64H-0.1D") < [r.run_id for r in runs].index("bert-n2n-4L-128H-0.1D")
+    assert len(runs) == 3 * 5 + 5  # 3 seeds at 2%, one at 20%; per seed 3 scratch + 2 reuse
+    assert ids["bert-n2n-2L-128H-0.02D"].parent == "bert-2L-64H-0.02D"
+    assert ids["bert-n2n-2L-192H-0.02D-s2"].parent == "bert-n2n-2L-128H-0.02D-s2"
+    assert ids["bert-n2n-2L-192H-0.2D"].parent == "bert-n2n-2L-128H-0.2D"
+    same = {k: v for k, v in ids["bert-2L-192H-0.02D"].args.items() if k != "grow_method"}
+    assert same == {k: v for k, v in ids["bert-n2n-2L-192H-0.02D"].args.items() if k != "grow_method"}  # one recipe
+    assert ids["bert-2L-64H-0.02D"].args["patience"] == 4 and ids["bert-2L-64H-0.02D"].args["max_steps"] == 3000
+    assert ids["bert-2L-64H-0.2D"].args["max_steps"] == 1000  # fraction_args
+    order = [r.run_id for r in runs]
+    assert order.index("bert-2L-64H-0.02D-s1") < order.index("bert-n2n-2L-128H-0.02D-s1")
     assert len(plan(load_grid("configs/paper.yaml"))) == 6 * (10 + 9)
 
 
 def test_run_names_parse_like_the_released_checkpoints():
-    assert parse_run_name("bert-12L-64H-0.001D") == {"method": "scratch", "fraction": 0.001, "layers": 12, "hidden": 64}
+    assert parse_run_name("bert-12L-64H-0.001D") == {"family": "bert", "method": "scratch", "fraction": 0.001,
+                                                     "layers": 12, "hidden": 64, "seed": 0, "grow": "",
+                                                     "language": ""}
     assert parse_run_name("bert-n2n-12L-640H-0.009D")["method"] == "reuse"
     assert parse_run_name("checkpoints") is None
 
@@ -82,7 +89,7 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, embedded_d
     rows = read_rows(tmp_path / "results" / "results.csv")
     assert sorted(r["run_id"] for r in rows) == ["bert-2L-128H-0.5D", "bert-2L-64H-0.5D", "bert-n2n-2L-128H-0.5D"]
     reused = next(r for r in rows if r["method"] == "reuse")
-    assert reused["parent"] == "bert-2L-64H-0.5D" and reused["steps"] == "4"
+    assert reused["parent"] == "bert-2L-64H-0.5D" and reused["steps"] == 4
     assert (tmp_path / "results" / "curves.png").stat().st_size > 10_000
     report = (tmp_path / "results" / "report.md").read_text()
     assert "Unigram baseline" in report and "bert-n2n-2L-128H-0.5D" in report
@@ -97,18 +104,18 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, embedded_d
 
 
 def test_failed_run_skips_only_its_dependants(tmp_path, embedded_dir):
-    # At fraction 0.0002 the training split has one block, fewer than a batch of 8: those runs fail at start.
-    grid = tiny_grid(tmp_path, embedded_dir, fractions=[0.0002, 0.5])
+    # The smallest model's runs read a training file that is not there: they fail at start, the rest do not.
+    grid = tiny_grid(tmp_path, embedded_dir, model_args={"configs/bert-2L-64H.json": {
+        "train_data": str(tmp_path / "missing.hdf5")}})
     fields = yaml.safe_load(grid.read_text())
     fields["train"]["max_steps"] = 2
     grid.write_text(yaml.safe_dump(fields))
     done = sweep(grid, tmp_path, check=False)
     assert done.returncode == 1
-    assert "bert-2L-64H-0.0002D failed" in done.stdout and "skipped bert-n2n-2L-128H-0.0002D" in done.stdout
-    for run_id in ("bert-2L-64H-0.5D", "bert-2L-128H-0.5D", "bert-n2n-2L-128H-0.5D"):  # independent runs finished
-        assert (tmp_path / "snap" / run_id / "summary.json").exists()
-    assert "fewer than one batch" in (tmp_path / "snap" / "logs" / "bert-2L-64H-0.0002D.log").read_text()
-    assert len(read_rows(tmp_path / "results" / "results.csv")) == 3
+    assert "bert-2L-64H-0.5D failed" in done.stdout and "skipped bert-n2n-2L-128H-0.5D" in done.stdout
+    assert (tmp_path / "snap" / "bert-2L-128H-0.5D" / "summary.json").exists()  # the independent run finished
+    assert "missing.hdf5 does not exist" in (tmp_path / "snap" / "logs" / "bert-2L-64H-0.5D.log").read_text()
+    assert len(read_rows(tmp_path / "results" / "results.csv")) == 1
 
 
 def test_results_folder_of_another_grid_is_refused(tmp_path, embedded_dir):
@@ -132,8 +139,9 @@ def test_figure_4a_draws_one_curve_per_method_and_fraction(tmp_path):
                      "d,1e6,0.5,scratch,5.5\ne,2e6,0.5,scratch,5.2\nf,2e6,0.5,reuse,5.1\n")
     rows = read_rows(table)
     groups = curves(rows, "parameters", "final_log_ppl")
-    assert groups[("reuse", 0.1)] == [(1e6, 6.0), (2e6, 5.8)]  # the reuse curve starts at the shared smallest model
-    assert groups[("scratch", 0.5)] == [(1e6, 5.5), (2e6, 5.2)]
+    # the reuse curve starts at the shared smallest model; one seed: no interval
+    assert groups[("reuse", 0.1)] == [(1e6, 6.0, None), (2e6, 5.8, None)]
+    assert groups[("scratch", 0.5)] == [(1e6, 5.5, None), (2e6, 5.2, None)]
     png = figure_4a(rows, tmp_path / "fig.png", baseline=7.0)
     assert png.stat().st_size > 10_000 and (tmp_path / "fig.pdf").stat().st_size > 1_000
 

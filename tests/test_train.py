@@ -193,6 +193,13 @@ def test_fraction_too_small_for_one_batch_is_refused(embedded_dir, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_patience_without_valid_data_is_refused_before_any_work(embedded_dir, tmp_path):
+    done = train([*TINY, *data_args(embedded_dir, valid=False), "--patience", "3", "--output-dir",
+                  str(tmp_path / "r")], check=False)
+    assert done.returncode != 0 and "--patience 3 needs --valid-data" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "r").exists()
+
+
 def test_output_folder_of_another_run_is_refused_unless_overwrite(embedded_dir, tmp_path):
     out = tmp_path / "r"
     train([*TINY, *data_args(embedded_dir, valid=False), "--output-dir", str(out), "--max-steps", "2"])

@@ -1,0 +1,170 @@
+"""The sweep's report (`report.md`): losses over seeds with 95% intervals, the reuse gain per width and fraction,
+the regime of every run, and the compute each method spent.
+
+Intervals are Student t intervals over seeds: mean +- t(0.975, n - 1) * s / sqrt(n), with s the sample standard
+deviation. The reuse gain is paired by seed (a seed fixes the data subset, so scratch and reuse of one seed saw the
+same blocks): gain_s = scratch_s - reuse_s, and the interval is over the gains. With one seed there is no interval,
+and the report says so instead of printing a number that looks like evidence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from reuse.stats import fmt, t_interval
+
+LOSS = "best_log_ppl"  # the kept model (best/) is the one at the best valid loss
+
+
+def groups(rows: list[dict]) -> dict[tuple, list[dict]]:
+    """(fraction, parameters, method) -> its runs, one per seed."""
+    out = defaultdict(list)
+    for r in rows:
+        out[(r["fraction"], r["parameters"], r["method"])].append(r)
+    return dict(sorted(out.items()))
+
+
+def summarise(rows: list[dict], loss: str = LOSS) -> list[dict]:
+    """One row per (fraction, model, method): seeds, mean and interval of the best and final losses, and the
+    mean epochs, steps and training FLOPs (the reuse chain's, parents included, in chain_flops)."""
+    out = []
+    for (fraction, parameters, method), runs in groups(rows).items():
+        out.append({"fraction": fraction, "parameters": parameters, "method": method, "model": runs[0]["model"],
+                    "seeds": sorted(r["seed"] for r in runs), "loss": t_interval([r[loss] for r in runs]),
+                    "final": t_interval([r["final_log_ppl"] for r in runs]),
+                    "best_step": float(np.mean([r["best_step"] for r in runs])),
+                    "epochs": float(np.mean([r["epochs"] for r in runs])),
+                    "train_flops": float(np.mean([r["train_flops"] for r in runs])),
+                    "chain_flops": float(np.mean([r["chain_flops"] for r in runs])),
+                    "regimes": sorted(r["regime"] for r in runs)})
+    return out
+
+
+def paired_gains(rows: list[dict], loss: str = LOSS) -> list[dict]:
+    """Per fraction and reused width: the gain scratch - reuse over the seeds that have both, with its interval."""
+    by_key = {(r["fraction"], r["parameters"], r["method"], r["seed"]): r[loss] for r in rows}
+    out = []
+    for fraction, parameters, method in sorted({(r["fraction"], r["parameters"], r["method"]) for r in rows}):
+        if method != "reuse":
+            continue
+        seeds = sorted(s for (f, p, m, s) in by_key if (f, p, m) == (fraction, parameters, "reuse")
+                       and (fraction, parameters, "scratch", s) in by_key)
+        if not seeds:
+            continue
+        gains = [by_key[(fraction, parameters, "scratch", s)] - by_key[(fraction, parameters, "reuse", s)]
+                 for s in seeds]
+        mean, half = t_interval(gains)
+        if half is None:
+            verdict = "one seed: no interval, not evidence"
+        elif mean - half > 0:
+            verdict = "yes: reuse is lower"
+        elif mean + half < 0:
+            verdict = "yes: scratch is lower"
+        else:
+            verdict = "no: the interval contains 0"
+        out.append({"fraction": fraction, "parameters": parameters, "seeds": seeds, "gain": (mean, half),
+                    "scratch": t_interval([by_key[(fraction, parameters, "scratch", s)] for s in seeds]),
+                    "reuse": t_interval([by_key[(fraction, parameters, "reuse", s)] for s in seeds]),
+                    "verdict": verdict})
+    return out
+
+
+def curve_shape(points: list[tuple[float, float]]) -> str:
+    """Words for a loss curve over model size [(parameters, mean loss)]."""
+    points = sorted(points)
+    if len(points) < 2:
+        return "a single width"
+    rises = [f"{points[i][0] / 1e6:.2f}M -> {points[i + 1][0] / 1e6:.2f}M (+{points[i + 1][1] - points[i][1]:.3f})"
+             for i in range(len(points) - 1) if points[i + 1][1] > points[i][1]]
+    if not rises:
+        return "falls monotonically with width"
+    return "does not fall monotonically: it rises at " + ", ".join(rises)
+
+
+def shapes(summary: list[dict]) -> list[str]:
+    lines = []
+    for fraction in sorted({s["fraction"] for s in summary}):
+        at = [s for s in summary if s["fraction"] == fraction]
+        scratch = [(s["parameters"], s["loss"][0]) for s in at if s["method"] == "scratch"]
+        smallest = min(scratch)[0] if scratch else None
+        # The reuse curve starts at the shared smallest model, as in Figure 4a.
+        reuse = [(s["parameters"], s["loss"][0]) for s in at if s["method"] == "reuse"] + \
+                [p for p in scratch if p[0] == smallest]
+        lines.append(f"- fraction {fraction:g}: from scratch the mean loss {curve_shape(scratch)}; "
+                     f"with reuse it {curve_shape(reuse)}.")
+    return lines
+
+
+def write_report(grid: dict, rows: list[dict], results: Path, figure: Path, baseline: float | None,
+                 seconds: float) -> Path:
+    from reuse.transfer import analyse
+
+    summary = summarise(rows)
+    seeds = sorted({r["seed"] for r in rows})
+    lines = [f"# Sweep `{grid['name']}`", "",
+             f"{len(rows)} runs: models {', '.join(Path(m).stem for m in grid['models'])}; fractions "
+             f"{', '.join(f'{float(f):g}' for f in grid['fractions'])}; methods {', '.join(grid['methods'])}; "
+             f"seeds {', '.join(map(str, seeds))}. Training data `{grid['train_data']}`. Losses are valid "
+             f"log-perplexities (nats per masked token) of the kept model, the one at the best periodic valid "
+             f"loss; ± is a 95% Student t interval over seeds. Training of all runs took "
+             f"{sum(r['wall_time_s'] for r in rows) / 60:.1f} min of run time (runs in parallel overlap); this "
+             f"invocation took {seconds / 60:.1f} min.", ""]
+    if baseline is not None:
+        lines += [f"Unigram baseline (predicting training-token frequencies) on the valid split: **{baseline:.3f}**.",
+                  ""]
+    lines += ["## Regime", ""]
+    limited = [r for r in rows if r["regime"] != "data-limited"]
+    lines.append(f"{len(rows) - len(limited)} of {len(rows)} runs are data-limited (best valid loss before the cap, "
+                 f"then no improvement for the patience: stopped early).")
+    if limited:
+        lines += ["", "**Not data-limited** (a statement about data scarcity that rests on these is not evidence):", ""]
+        lines += [f"- {r['run_id']}: {r['regime']} (best at step {r['best_step']} of {r['steps']})" for r in limited]
+    lines += ["", "## Losses over seeds", "",
+              "| fraction | model | params (M) | method | seeds | best valid | final valid | below unigram | "
+              "best step | epochs | training FLOPs (method total) | regimes |",
+              "| ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for s in summary:
+        below = f"{baseline - s['loss'][0]:.3f}" if baseline is not None else ""
+        counts = ", ".join(f"{s['regimes'].count(k)} {k}" for k in sorted(set(s["regimes"])))
+        lines.append(f"| {s['fraction']:g} | {s['model']} | {s['parameters'] / 1e6:.2f} | {s['method']} | "
+                     f"{len(s['seeds'])} | {fmt(*s['loss'])} | {fmt(*s['final'])} | {below} | {s['best_step']:.0f} | "
+                     f"{s['epochs']:.1f} | {s['train_flops']:.2e} ({s['chain_flops']:.2e}) | {counts} |")
+    lines += ["", "The method total counts a reused model's own training and that of every model in its chain, so a "
+              "reader can see whether reuse won on data or on extra compute.", "",
+              f"![Figure 4a]({figure.name})", "", "## Reuse gain per width and fraction", "",
+              "| fraction | model (M params) | seeds | scratch | reuse | gain (scratch - reuse) | distinguishable from 0 |",
+              "| ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for g in paired_gains(rows):
+        lines.append(f"| {g['fraction']:g} | {g['parameters'] / 1e6:.2f} | {len(g['seeds'])} | {fmt(*g['scratch'])} | "
+                     f"{fmt(*g['reuse'])} | {fmt(*g['gain'], digits=3)} | {g['verdict']} |")
+    lines += ["", "Paired by seed: scratch and reuse of one seed trained on the same data blocks.", "",
+              "## Shape of the curves", ""] + shapes(summary)
+    lines += ["", "## Every run", "", "| run | seed | steps | best step | epochs | regime | final | best |",
+              "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['run_id']} | {r['seed']} | {r['steps']} | {r['best_step']} | {r['epochs']:.1f} | "
+                     f"{r['regime']} | {r['final_log_ppl']:.3f} | {r[LOSS]:.3f} |")
+    lines += ["", "## Data the reuse was worth (effective data transferred)", "",
+              "D_E: unique tokens the same width needs from scratch to reach the reused model's mean loss (log-log "
+              "interpolation of the scratch means over fractions; `>=` marks a reused loss below every scratch point, "
+              "a lower bound); D_T = D_E - D_F, the tokens saved.", "",
+              "| model (M params) | fraction | D_F (tokens) | D_E | D_T (tokens saved) | D_F / D_E |",
+              "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    means = [{"run_id": f"{s['fraction']:g}", "method": s["method"], "parameters": s["parameters"], "target": "",
+              "data_tokens": next(r["data_tokens"] for r in rows if r["fraction"] == s["fraction"]),
+              LOSS: s["loss"][0]} for s in summary]
+    for t in analyse(means, "data_tokens", LOSS):
+        head = f"| {t['parameters'] / 1e6:.2f} | {t['run_id']} | {t['D_F']:,.0f} |"
+        if "D_E" in t:
+            inverse = {">=": "<=", "<=": ">="}.get(t["marker"], "")
+            lines.append(f"{head} {t['marker']}{t['D_E']:,.0f} | {t['marker']}{t['D_T']:,.0f} | "
+                         f"{inverse}{t['D_F_over_D_E']:.2f} |")
+        else:
+            lines.append(f"{head} {t['marker']} | | |")
+    path = results / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,98 @@
+"""The results table (`results.csv`): its columns, how a run's regime is judged, and reading and writing it.
+
+A run is *data-limited* when its valid loss reached its best before the step cap and then stopped improving for
+`patience` evaluations (the run stopped early): it learned what its data allows. It is *compute-limited* when its
+last evaluation is its best: it was still improving when the cap ended it, so it says nothing about data scarcity.
+A run whose best came earlier but that reached the cap before its patience ran out is *unsettled*.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+# data_tokens: unique tokens of the training fraction; training_tokens: tokens seen (steps x batch x sequence);
+# epochs: training_tokens / data_tokens; chain_flops: this run's training FLOPs plus those of every run it was
+# grown or fine-tuned from (what the whole method cost).
+COLUMNS = ["run_id", "model", "parameters", "fraction", "seed", "data_tokens", "training_tokens", "steps", "epochs",
+           "method", "parent", "target", "final_log_ppl", "best_log_ppl", "best_step", "regime", "train_flops",
+           "chain_flops", "wall_time_s"]
+NUMERIC = {"parameters", "fraction", "data_tokens", "training_tokens", "epochs", "final_log_ppl", "best_log_ppl",
+           "train_flops", "chain_flops", "wall_time_s"}
+INTEGER = {"seed", "steps", "best_step"}
+REGIMES = ("data-limited", "compute-limited", "unsettled", "unevaluated")
+
+
+class ResultsError(Exception):
+    """A results table that cannot be read; the message names the file and what is wrong."""
+
+
+def classify_regime(valid: list[tuple[int, float]], stopped_early: bool) -> str:
+    """The regime of a run from its periodic valid losses [(step, loss)] in step order (see the module docstring).
+    A loss that is not finite never counts as a best."""
+    finite = [(step, loss) for step, loss in valid if math.isfinite(loss)]
+    if not finite:
+        return "unevaluated"
+    best_step = min(finite, key=lambda p: (p[1], p[0]))[0]
+    if best_step == valid[-1][0]:
+        return "compute-limited"
+    return "data-limited" if stopped_early else "unsettled"
+
+
+def valid_curve(run_dir: str | Path) -> list[tuple[int, float]]:
+    """The periodic valid losses in a run's log.jsonl; a resumed run re-logs the steps it repeats, and the last
+    record of a step wins."""
+    by_step = {}
+    path = Path(run_dir) / "log.jsonl"
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill
+                continue
+            if "valid_log_ppl" in record:
+                by_step[int(record["step"])] = float(record["valid_log_ppl"])
+    return sorted(by_step.items())
+
+
+def run_regime(run_dir: str | Path) -> str:
+    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    return classify_regime(valid_curve(run_dir), bool(summary.get("stopped_early")))
+
+
+def write_results(rows: list[dict], path: str | Path) -> None:
+    """Atomically: a killed sweep leaves the previous table, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def read_results(path: str | Path, needed: tuple[str, ...] = ("parameters", "fraction", "method",
+                                                                  "final_log_ppl")) -> list[dict]:
+    """Rows with numbers as numbers; empty cells stay ''. Tables from before the seed column read as seed 0."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"{path} does not exist: run the sweep first (python -m reuse.sweep GRID)")
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ResultsError(f"{path} is not a readable CSV table ({e})") from e
+    if not rows or not set(needed) <= set(rows[0]):
+        raise ResultsError(f"{path} needs the columns {sorted(needed)} and at least one row")
+    for number, row in enumerate(rows, start=2):
+        row.setdefault("seed", "0")
+        for key in NUMERIC | INTEGER:
+            if row.get(key) not in (None, ""):
+                try:
+                    row[key] = int(row[key]) if key in INTEGER else float(row[key])
+                except ValueError:
+                    raise ResultsError(f"{path} line {number}: {key} = {row[key]!r} is not a number") from None
+    return rows
