@@ -7,18 +7,23 @@ Layout of a run folder:
     best/                                                  (the best model by valid log-perplexity)
 
 Every folder is written under a temporary name and renamed into place, so a run killed at any moment leaves only
-complete checkpoints under final names.
+complete checkpoints under final names; the temporary folders it leaves are removed when the run folder is next
+saved to or resumed from. A checkpoint damaged after the fact (a truncated copy, a full disk) is skipped on resume
+for the newest one that loads.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import shutil
 import uuid
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from transformers.utils import logging as hf_logging
 
@@ -26,6 +31,11 @@ from transformers.utils import logging as hf_logging
 hf_logging.disable_progress_bar()
 
 STATE = "trainer_state.pt"
+TRAINER_KEYS = {"state", "optimizer", "scheduler", "mask_generator", "torch_rng", "cuda_rng"}
+# What save_model leaves when killed inside a run folder: `.tmp-<name>-<8 hex>` while writing, `.old-<name>-<8 hex>`
+# while replacing. Only checkpoint and best folders: the run folder's own temporary copy lies in its parent, which
+# other runs share.
+LEFTOVER = re.compile(r"\.(tmp|old)-(step-\d+|best)-[0-9a-f]{8}")
 
 
 class CheckpointError(Exception):
@@ -65,6 +75,7 @@ def save_model(folder: Path, model, tokenizer, info: dict | None = None, extra=N
 def save_checkpoint(run_dir: Path, state: dict, model, tokenizer, optimizer, scheduler, mask_gen,
                     keep_last: int) -> Path:
     folder = Path(run_dir) / "checkpoints" / f"step-{state['step']:07d}"
+    clean_leftovers(run_dir)
     trainer_state = {"state": dict(state), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "mask_generator": mask_gen.get_state(), "torch_rng": torch.get_rng_state(),
                      "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
@@ -75,19 +86,104 @@ def save_checkpoint(run_dir: Path, state: dict, model, tokenizer, optimizer, sch
     return folder
 
 
+def clean_leftovers(run_dir: Path) -> list[Path]:
+    """Remove the temporary folders of saves that were killed; returns what was removed.
+
+    A kill between the two renames of a replacement leaves the previous folder as `.old-*` and none under the final
+    name: that one is put back rather than removed. Every process of a distributed run resumes, so several may
+    clean at once: whatever another one removed first is not an error.
+    """
+    removed = []
+    for parent in (Path(run_dir), Path(run_dir) / "checkpoints"):
+        for path in sorted(parent.glob(".*")) if parent.is_dir() else []:
+            m = LEFTOVER.fullmatch(path.name)
+            if not m or not path.is_dir():
+                continue
+            final = parent / m.group(2)
+            if m.group(1) == "old" and not final.exists():
+                try:
+                    os.replace(path, final)
+                except FileNotFoundError:
+                    pass
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 def latest(run_dir: Path) -> Path | None:
+    """The newest checkpoint that loads; a damaged newer one is reported and skipped. None if there is none."""
+    clean_leftovers(run_dir)
     done = sorted(p for p in (Path(run_dir) / "checkpoints").glob("step-*") if (p / STATE).exists())
-    return done[-1] if done else None
+    problems = []
+    for folder in reversed(done):
+        try:
+            check_loadable(folder)
+        except CheckpointError as e:
+            problems.append(str(e))
+            print(f"skipping checkpoint {folder.name}: {e}", flush=True)
+            continue
+        if problems:
+            print(f"resuming from the previous complete checkpoint, {folder.name}", flush=True)
+        return folder
+    if problems:
+        raise CheckpointError(f"no checkpoint in {Path(run_dir) / 'checkpoints'} loads ({problems[0]}); "
+                              f"pass --overwrite to start the run over")
+    return None
 
 
-def load_weights(model, folder: Path) -> None:
-    """Weights saved by save_pretrained into an existing model; the tied decoder is saved once and re-tied."""
+def check_loadable(folder: Path) -> None:
+    """Read every file a resume needs, so that damage shows here and not halfway through loading."""
+    folder = Path(folder)
+    try:
+        json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{folder / 'config.json'} is missing or not JSON ({first_sentence(e)})") from e
+    read_weights(folder)
+    read_trainer_state(folder)
+
+
+def read_weights(folder: Path) -> dict:
     files = sorted(Path(folder).glob("*.safetensors"))
     if not files:
         raise CheckpointError(f"{folder} has no .safetensors weights")
     state = {}
     for f in files:
-        state.update(load_file(str(f)))
+        try:
+            state.update(load_file(str(f)))
+        except (OSError, SafetensorError) as e:
+            raise CheckpointError(f"{f} is truncated or corrupt ({first_sentence(e)})") from e
+    return state
+
+
+def read_trainer_state(folder: Path) -> dict:
+    """trainer_state.pt, unpickled with weights_only: tensors and plain values only, as save_checkpoint writes.
+
+    A pickle can name any callable to run while loading; weights_only refuses everything else, so a planted or
+    tampered file is an error and not code execution.
+    """
+    path = Path(folder) / STATE
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path} holds objects other than tensors and plain values, which could run code "
+                              f"when loaded: refused; resume from a checkpoint written by reuse.train") from e
+    except (OSError, RuntimeError, EOFError) as e:
+        raise CheckpointError(f"{path} is truncated or corrupt ({first_sentence(e)})") from e
+    if not isinstance(saved, dict) or not TRAINER_KEYS <= set(saved):
+        raise CheckpointError(f"{path} is not a trainer state written by reuse.train (it needs "
+                              f"{', '.join(sorted(TRAINER_KEYS))})")
+    return saved
+
+
+def first_sentence(error: Exception) -> str:
+    """Library errors run to paragraphs; ours are one line."""
+    return str(error).splitlines()[0].split(". ")[0] if str(error) else type(error).__name__
+
+
+def load_weights(model, folder: Path) -> None:
+    """Weights saved by save_pretrained into an existing model; the tied decoder is saved once and re-tied."""
+    state = read_weights(folder)
     missing, unexpected = model.load_state_dict(state, strict=False)
     # Tied tensors (the decoder's weight and bias) are saved once, under the name they are tied to.
     own = model.state_dict()
@@ -101,7 +197,7 @@ def load_weights(model, folder: Path) -> None:
 
 def load_trainer_state(folder: Path, model, optimizer, scheduler, mask_gen) -> dict:
     load_weights(model, folder)
-    saved = torch.load(Path(folder) / STATE, map_location="cpu", weights_only=False)
+    saved = read_trainer_state(folder)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     mask_gen.set_state(saved["mask_generator"])

@@ -1,8 +1,12 @@
-"""Dataclass configs filled from a JSON/YAML file and the command line (the command line wins).
+"""Dataclass configs filled from a JSON/YAML file and the command line (the command line wins), and the argument
+checks shared by the command-line tools.
 
 Every field becomes `--field-name`; booleans become flags (`--compile`, `--no-compile`). A file given with
 `--args-file FILE.yaml` supplies values for any field. The resolved dataclass is what a run writes next to its
 checkpoints, so a result can always be traced back and re-run.
+
+`Parser` and the `type=` checks below refuse nonsense (a negative size, an output file that is a folder) while the
+arguments are parsed, before any work, with one line `error: ...` as every other error of these tools.
 """
 
 from __future__ import annotations
@@ -10,10 +14,72 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import typing
 from pathlib import Path
 
 import yaml
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line starting with `error:` (exit status 2) instead of a usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _number(kind, text: str):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+
+
+def positive_int(text: str) -> int:
+    value = _number(int, text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    value = _number(int, text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, not {value}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    value = _number(float, text)
+    if not (math.isfinite(value) and value >= 0):  # NaN fails every comparison: test for what is allowed
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, not {text}")
+    return value
+
+
+def _under_a_file(path: Path) -> Path | None:
+    return next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+
+
+def output_file(text: str) -> Path:
+    """A file to write: not an existing folder, and not below an existing file."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is an existing folder; give a file name")
+    blocking = _under_a_file(path)
+    if blocking:
+        raise argparse.ArgumentTypeError(f"{blocking} is a file, so {path} cannot be created below it")
+    return path
+
+
+def output_folder(text: str) -> Path:
+    """A folder to write: not an existing file, and not below an existing file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is an existing file; give a folder")
+    blocking = _under_a_file(path)
+    if blocking:
+        raise argparse.ArgumentTypeError(f"{blocking} is a file, so {path} cannot be created below it")
+    return path
 
 
 def read_mapping(path: str | Path) -> dict:

@@ -49,7 +49,11 @@ def inspect_tokens(path: str | Path) -> TokenFileInfo:
     line_path = path.with_suffix(".line")
     if not line_path.is_file():
         raise DataError(f"{line_path} is missing: re-run reuse.tokenize on the text file")
-    offsets = np.loadtxt(line_path, dtype=np.int64, ndmin=1)
+    try:
+        offsets = np.loadtxt(line_path, dtype=np.int64, ndmin=1)
+    except ValueError as e:  # not numbers, or not text at all
+        raise DataError(f"{line_path} is not a list of token offsets ({str(e).splitlines()[0]}): re-run "
+                        f"reuse.tokenize with --force") from e
     if len(offsets) == 0 or offsets[-1] != num_tokens or offsets[0] != 0 or np.any(np.diff(offsets) <= 0):
         raise DataError(f"{line_path} disagrees with {path} ({num_tokens} tokens, offsets end at "
                         f"{offsets[-1] if len(offsets) else 'nothing'}): re-run reuse.tokenize with --force")

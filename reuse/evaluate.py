@@ -25,8 +25,9 @@ import torch
 from torch.utils.data import DataLoader, SequentialSampler
 from tqdm import tqdm
 
-from reuse.data import BlockDataset, DataError, add_special_tokens, mask_tokens
-from reuse.model import ModelError, causal_lm_loss, count_parameters, is_causal, load_model, masked_lm_loss
+from reuse.data import BlockDataset, DataError, add_special_tokens, inspect_tokens, mask_tokens
+from reuse.model import (ModelError, causal_lm_loss, checkpoint_config, count_parameters, is_causal, load_model,
+                         masked_lm_loss)
 from reuse.tokenize import TokenizeError, load_tokenizer
 
 
@@ -124,7 +125,6 @@ def load_checkpoint_tokenizer(checkpoint: str, data: Path):
     try:
         return load_tokenizer(checkpoint)
     except TokenizeError:
-        from reuse.data import inspect_tokens
         return load_tokenizer(inspect_tokens(data).tokenizer, search_dirs=[data.parent])
 
 
@@ -132,7 +132,7 @@ def evaluate_folder(root: str | Path, data: str | Path, batch_size: int = 64, de
                     cache: str | Path | None = None) -> list[dict]:
     """Evaluate every checkpoint folder under `root` named like the released ones (bert-12L-64H-0.001D,
     bert-n2n-...); rows for reuse.plot. Results are cached in `cache` (CSV) and reused on the next call."""
-    from reuse.sweep import parse_run_name
+    from reuse.runs import parse_run_name
 
     root, data = Path(root), Path(data)
     cached = {}
@@ -150,6 +150,7 @@ def evaluate_folder(root: str | Path, data: str | Path, batch_size: int = 64, de
         else:
             model = load_model(folder).to(device)
             tokenizer = load_checkpoint_tokenizer(str(folder), data)
+            check_vocabulary(str(folder), model.config, tokenizer, inspect_tokens(data))
             result = evaluate_original(model, tokenizer, data, torch.device(device), batch_size)
             row = {"run_id": folder.name, "parameters": count_parameters(model), "final_log_ppl": result["log_ppl"]}
         rows.append({**row, "run_id": folder.name, "method": meta["method"], "fraction": meta["fraction"],
@@ -163,27 +164,59 @@ def evaluate_folder(root: str | Path, data: str | Path, batch_size: int = 64, de
     return rows
 
 
+def check_vocabulary(checkpoint: str, config, tokenizer, info) -> None:
+    """The model, its tokenizer and the data must share one vocabulary: otherwise the ids mean other tokens and the
+    loss is a number about nothing."""
+    if not info.vocab_size:  # a token file without the attribute: only the model and tokenizer can be compared
+        if config.vocab_size < len(tokenizer):
+            raise ModelError(f"{checkpoint} has {config.vocab_size} token embeddings but its tokenizer "
+                             f"{len(tokenizer)} tokens")
+        return
+    if config.vocab_size != info.vocab_size:
+        raise ModelError(f"{checkpoint} has vocab_size {config.vocab_size} but {info.path} was tokenized with "
+                         f"{info.tokenizer!r} ({info.vocab_size} tokens): evaluate it on data tokenized with the "
+                         f"model's own tokenizer")
+    if len(tokenizer) != info.vocab_size:
+        raise ModelError(f"the tokenizer of {checkpoint} has {len(tokenizer)} tokens but {info.path} was tokenized "
+                         f"with {info.tokenizer!r} ({info.vocab_size} tokens)")
+
+
+def device_argument(text: str) -> str:
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: CUDA is not available on this machine; use --device cpu")
+    return text
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m reuse.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoints", nargs="+", help="checkpoint folders or Hub ids")
+    from reuse.cli import Parser, output_file, positive_int
+
+    parser = Parser(prog="python -m reuse.evaluate", description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoints", nargs="+", help="checkpoint folders, Hub ids, or owner/repo/subfolder ids")
     parser.add_argument("--data", type=Path, required=True, help="a tokenized split, <file>.<tokenizer>.hdf5")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--block-size", type=int, default=126)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--block-size", type=positive_int, default=126)
+    parser.add_argument("--device", type=device_argument, default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--weighting", choices=("batch", "token"), default="batch",
                         help="batch: the original's mean of batch means; token: mean over masked tokens")
-    parser.add_argument("--max-batches", type=int, help="evaluate only the first N batches")
-    parser.add_argument("--out", type=Path, help="write one row per checkpoint to this .csv or .json")
+    parser.add_argument("--max-batches", type=positive_int, help="evaluate only the first N batches")
+    parser.add_argument("--out", type=output_file, help="write one row per checkpoint to this .csv or .json")
     args = parser.parse_args(argv)
     rows = []
     try:
+        # Every checkpoint is checked against the data before the first one is evaluated.
+        info = inspect_tokens(args.data)
+        tokenizers = []
         for ckpt in args.checkpoints:
+            config = checkpoint_config(ckpt)
+            tokenizers.append(load_checkpoint_tokenizer(ckpt, args.data))
+            check_vocabulary(ckpt, config, tokenizers[-1], info)
+        for ckpt, tokenizer in zip(args.checkpoints, tokenizers):
             model = load_model(ckpt).to(args.device)
-            tokenizer = load_checkpoint_tokenizer(ckpt, args.data)
-            if model.config.vocab_size < len(tokenizer):
-                raise ModelError(f"{ckpt} has {model.config.vocab_size} token embeddings but its tokenizer "
-                                 f"{len(tokenizer)} tokens")
             if is_causal(model.config):  # mean next-token loss over consecutive blocks; no randomness involved
                 from reuse.data import load_blocks
                 blocks = load_blocks(args.data, args.block_size)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 import time
@@ -69,11 +70,19 @@ def rule_for(key: str) -> str:
     raise GrowthError(f"no growth rule for parameter {key!r}: is this a BERT/RoBERTa masked-LM state dict?")
 
 
-def check_growable(src: PretrainedConfig, dst: PretrainedConfig, width: str, depth: str) -> None:
+def check_options(width: str, depth: str, mapping: str = "cyclic", noise: float = 0.0) -> None:
     if width not in WIDTH_METHODS:
         raise GrowthError(f"unknown width method {width!r}; choose one of {', '.join(WIDTH_METHODS)}")
     if depth not in DEPTH_METHODS:
         raise GrowthError(f"unknown depth method {depth!r}; choose one of {', '.join(DEPTH_METHODS)}")
+    if mapping not in ("cyclic", "random"):
+        raise GrowthError(f"unknown mapping {mapping!r}: cyclic or random")
+    if not (math.isfinite(noise) and noise >= 0):
+        raise GrowthError(f"noise {noise} must be a standard deviation, a finite number >= 0 (0: no noise)")
+
+
+def check_growable(src: PretrainedConfig, dst: PretrainedConfig, width: str, depth: str) -> None:
+    check_options(width, depth)
     if src.model_type != dst.model_type:
         raise GrowthError(f"cannot grow a {src.model_type} into a {dst.model_type}")
     for name in ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads"):
@@ -195,9 +204,8 @@ def grow_depth(state: dict, src_layers: int, dst_layers: int, method: str) -> tu
 def grow(state_dict: dict, src_config: PretrainedConfig, dst_config: PretrainedConfig, method: str = "net2net",
          seed: int = 0, depth_method: str = "stack", mapping: str = "cyclic", noise: float = 0.0) -> tuple[dict, dict]:
     """Pure function: a masked-LM state dict of src_config -> one of dst_config, and a report of what was done."""
+    check_options(method, depth_method, mapping, noise)
     check_growable(src_config, dst_config, method, depth_method)
-    if mapping not in ("cyclic", "random"):
-        raise GrowthError(f"unknown mapping {mapping!r}: cyclic or random")
     state = {k: v for k, v in state_dict.items() if not TIED.match(k)}  # re-tied by the model on load
     rng = np.random.default_rng(seed)
     torch_gen = torch.Generator().manual_seed(seed)
@@ -257,30 +265,37 @@ def plan_chain(configs: list[str | Path]) -> list[tuple[Path, Path]]:
 
 def main(argv: list[str] | None = None) -> None:
     from reuse.checkpoint import save_model
-    from reuse.model import ModelError, is_checkpoint, load_config
-    from reuse.tokenize import load_tokenizer
+    from reuse.cli import Parser, nonnegative_float, nonnegative_int, output_folder
+    from reuse.hub import is_hub_id
+    from reuse.model import ModelError, checkpoint_config, is_checkpoint, load_config
+    from reuse.tokenize import TokenizeError, load_tokenizer
 
-    parser = argparse.ArgumentParser(prog="python -m reuse.grow", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--from", dest="source", required=True, help="checkpoint folder of the small model")
+    parser = Parser(prog="python -m reuse.grow", description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--from", dest="source", required=True,
+                        help="checkpoint of the small model: a folder, a Hub id, or owner/repo/subfolder")
     parser.add_argument("--config", required=True, help="model config of the larger target")
     parser.add_argument("--method", default="net2net", help=f"width: {', '.join(WIDTH_METHODS)}")
     parser.add_argument("--depth-method", default="stack", help=f"depth: {', '.join(DEPTH_METHODS)}")
     parser.add_argument("--mapping", default="cyclic", choices=("cyclic", "random"))
-    parser.add_argument("--noise", type=float, default=0.0, help="std of noise added to copied units")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--noise", type=nonnegative_float, default=0.0, help="std of noise added to copied units")
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
+    parser.add_argument("--out", required=True, type=output_folder)
     args = parser.parse_args(argv)
     try:
-        if not is_checkpoint(args.source):
+        check_options(args.method, args.depth_method, args.mapping, args.noise)
+        if not is_checkpoint(args.source) and not is_hub_id(args.source):
             raise GrowthError(f"{args.source} is not a checkpoint folder (config.json + model.safetensors)")
         if args.out.exists() and any(args.out.iterdir()):
             raise GrowthError(f"{args.out} exists and is not empty; choose another --out")
-        model, report = grow_checkpoint(args.source, load_config(args.config), args.method, args.seed,
-                                        args.depth_method, args.mapping, args.noise)
-        save_model(args.out, model, load_tokenizer(args.source), extra=lambda tmp: (tmp / "growth.json").write_text(
-            json.dumps(report)))
-    except (GrowthError, ModelError) as e:
+        # Everything that can be refused is refused before the weights are loaded and grown.
+        target = load_config(args.config)
+        check_growable(checkpoint_config(args.source), target, args.method, args.depth_method)
+        tokenizer = load_tokenizer(args.source)
+        model, report = grow_checkpoint(args.source, target, args.method, args.seed, args.depth_method,
+                                        args.mapping, args.noise)
+        save_model(args.out, model, tokenizer, extra=lambda tmp: (tmp / "growth.json").write_text(json.dumps(report)))
+    except (GrowthError, ModelError, TokenizeError) as e:
         sys.exit(f"error: {e}")
     drift = report["drift"]
     print(f"grew {args.source} -> {args.out} ({args.method}, {args.depth_method}) in {report['grow_seconds']:.2f} s; "

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel
 from transformers.activations import gelu
 
 from reuse.data import IGNORE_INDEX
+from reuse.hub import from_pretrained_args, is_local
 
 
 class ModelError(Exception):
@@ -34,8 +36,11 @@ def load_config(path: str | Path) -> PretrainedConfig:
     try:
         with open(path) as f:
             fields = json.load(f)
+        if not isinstance(fields, dict):
+            raise ValueError("not a JSON object")
         return AutoConfig.for_model(**fields)
-    except (json.JSONDecodeError, ValueError, KeyError) as e:
+    except (json.JSONDecodeError, ValueError, KeyError, TypeError) as e:
+        # TypeError: no model_type; ValueError also covers a file that is not UTF-8 text.
         raise ModelError(f"{path} is not a Hugging Face model config with a model_type ({e})") from e
 
 
@@ -61,17 +66,32 @@ def is_checkpoint(folder: str | Path) -> bool:
     return (folder / "config.json").is_file() and has_weights
 
 
-def load_model(name_or_folder: str | Path) -> PreTrainedModel:
-    """A checkpoint folder or a Hub id (the released `peihaowang/data-efficient-scaling` ones load the same way)."""
+def checkpoint_config(name_or_folder: str | Path) -> PretrainedConfig:
+    """The config of a checkpoint folder or Hub id, without its weights: enough to check a run before any work."""
     folder = Path(name_or_folder)
     if folder.exists() and not is_checkpoint(folder):
         raise ModelError(f"{folder} is not a checkpoint folder: it needs config.json and model.safetensors "
                          f"(a folder written by save_pretrained)")
+    if is_local(folder) and not folder.exists():
+        raise ModelError(f"{folder} does not exist: give a checkpoint folder or a Hub id (owner/repo[/subfolder])")
+    where, kwargs = from_pretrained_args(name_or_folder)
     try:
-        config = AutoConfig.from_pretrained(str(name_or_folder))
-        return auto_class(config).from_pretrained(str(name_or_folder), attn_implementation="sdpa")
+        return AutoConfig.from_pretrained(where, **kwargs)
     except (OSError, ValueError) as e:
-        raise ModelError(f"cannot load checkpoint {name_or_folder!r}: {str(e).splitlines()[0]}") from e
+        what = "not a checkpoint folder" if folder.exists() else "neither a local checkpoint folder nor one on the Hub"
+        raise ModelError(f"{str(name_or_folder)!r} is {what} ({str(e).splitlines()[0]})") from e
+
+
+def load_model(name_or_folder: str | Path) -> PreTrainedModel:
+    """A checkpoint folder, a Hub id, or a subfolder of a Hub repository (the released checkpoints:
+    `peihaowang/data-efficient-scaling/bert-12L-64H-0.001D`)."""
+    config = checkpoint_config(name_or_folder)
+    where, kwargs = from_pretrained_args(name_or_folder)
+    try:
+        return auto_class(config).from_pretrained(where, attn_implementation="sdpa", **kwargs)
+    except (OSError, ValueError, SafetensorError) as e:
+        raise ModelError(f"cannot load checkpoint {str(name_or_folder)!r}: {str(e).splitlines()[0]}; if its weights "
+                         f"are truncated or corrupt, copy or download them again") from e
 
 
 def mlm_head(model: PreTrainedModel) -> torch.nn.Module:

@@ -42,20 +42,36 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 def load_tokenizer(name_or_path: str, search_dirs: Sequence[Path] = ()):
-    """A vendored name, a tokenizer folder (also looked for in search_dirs), or a Hub name."""
+    """A vendored name, a tokenizer folder (also looked for in search_dirs), a Hub id, or a subfolder of a Hub
+    repository (`owner/repo/subfolder`, as the released checkpoints)."""
     from transformers import AutoTokenizer
+
+    from reuse.hub import from_pretrained_args
 
     candidates = [ASSETS / name_or_path] if name_or_path in VENDORED else []
     candidates += [Path(name_or_path)] + [Path(d) / name_or_path for d in search_dirs]
     for folder in candidates:
         if folder.is_dir():
-            return AutoTokenizer.from_pretrained(str(folder))
+            try:
+                return AutoTokenizer.from_pretrained(str(folder))
+            except (OSError, ValueError) as e:  # no tokenizer files (a bare checkpoint), or corrupt ones
+                raise TokenizeError(f"{folder} holds no usable tokenizer ({str(e).splitlines()[0]}); "
+                                    f"save one there with save_pretrained or name another") from e
+    where, kwargs = from_pretrained_args(name_or_path)
     try:
-        return AutoTokenizer.from_pretrained(name_or_path)
+        return AutoTokenizer.from_pretrained(where, **kwargs)
     except (OSError, ValueError) as e:
         raise TokenizeError(
             f"tokenizer {name_or_path!r} is neither vendored ({', '.join(VENDORED)}), nor a local folder, nor "
             f"reachable on the Hugging Face Hub ({str(e).splitlines()[0]}); use a vendored name or a folder") from e
+
+
+def fingerprint(tokenizer) -> str:
+    """sha256 of the tokenizer's serialization (vocabulary, merges, normalizer, pre-tokenizer): token files record
+    it, so a file tokenized with another vocabulary under the same name is never taken as up to date."""
+    import hashlib
+
+    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode("utf-8")).hexdigest()
 
 
 def tokenizer_name(name_or_path: str) -> str:
@@ -92,10 +108,13 @@ def tokenize_file(path: Path, tokenizer, name: str, batch_lines: int = BATCH_LIN
     if not path.is_file() or not os.access(path, os.R_OK):
         raise TokenizeError(f"{path} is missing or unreadable")
     h5_path, line_path = output_paths(path, name)
+    digest = fingerprint(tokenizer)
     if not force and h5_path.exists() and line_path.exists() and h5_path.stat().st_mtime >= path.stat().st_mtime:
         with h5py.File(h5_path, "r") as h5:
-            return {"file": str(path), "lines": int(h5.attrs["num_lines"]), "tokens": len(h5["tokens"]),
-                    "skipped": True}
+            # Newer than the text is not enough: `--train-vocab` replaces the tokenizer under the same name.
+            if h5.attrs.get("tokenizer_sha256") == digest:
+                return {"file": str(path), "lines": int(h5.attrs["num_lines"]), "tokens": len(h5["tokens"]),
+                        "skipped": True}
     dtype = token_dtype(len(tokenizer))
     h5_tmp, line_tmp = Path(f"{h5_path}.tmp"), Path(f"{line_path}.tmp")
     n_tokens = n_lines = 0
@@ -118,10 +137,12 @@ def tokenize_file(path: Path, tokenizer, name: str, batch_lines: int = BATCH_LIN
             if n_tokens == 0:
                 raise TokenizeError(f"{path} holds no text: nothing to tokenize")
             h5.attrs.update({"tokenizer": name, "vocab_size": len(tokenizer), "num_lines": n_lines,
-                             "source": path.name})
-    except BaseException:
+                             "source": path.name, "tokenizer_sha256": digest})
+    except BaseException as e:
         h5_tmp.unlink(missing_ok=True)
         line_tmp.unlink(missing_ok=True)
+        if isinstance(e, UnicodeDecodeError):
+            raise TokenizeError(f"{path} is not UTF-8 text ({e}): convert it to UTF-8 first") from e
         raise
     finally:
         bar.close()
@@ -136,6 +157,8 @@ def train_vocab(files: Sequence[Path], kind: str, size: int, out_dir: Path) -> P
     from tokenizers.implementations import BertWordPieceTokenizer
     from transformers import BertTokenizerFast, RobertaTokenizerFast
 
+    if size <= 0:
+        raise TokenizeError(f"vocabulary size {size} must be positive")
     files = [str(f) for f in files]
     folder = out_dir / f"{'bert-wordpiece' if kind == 'wordpiece' else 'roberta-bpe'}-{size}"
     if kind == "wordpiece":
@@ -163,24 +186,26 @@ def train_vocab(files: Sequence[Path], kind: str, size: int, out_dir: Path) -> P
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m reuse.tokenize", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from reuse.cli import Parser, positive_int
+
+    parser = Parser(prog="python -m reuse.tokenize", description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="+", type=Path, help="text files, one sentence or paragraph per line")
     parser.add_argument("--tokenizer", default="bert-base-uncased",
                         help="vendored name (bert-base-uncased, roberta-bpe), tokenizer folder, or Hub id")
-    parser.add_argument("--train-vocab", type=int, metavar="SIZE",
+    parser.add_argument("--train-vocab", type=positive_int, metavar="SIZE",
                         help="train a vocabulary of SIZE on the training splits among the files (names with "
                              "'.train.'; else the first file) and use it for all of them")
     parser.add_argument("--kind", choices=("wordpiece", "bpe"), default="wordpiece", help="with --train-vocab")
     parser.add_argument("--force", action="store_true", help="re-tokenize files whose outputs are up to date")
     args = parser.parse_args(argv)
     try:
+        for f in args.files:  # all of them before any work: a typo in the last name should not cost a vocabulary
+            if not f.is_file() or not os.access(f, os.R_OK):
+                raise TokenizeError(f"{f} is missing or unreadable")
         spec = args.tokenizer
         if args.train_vocab:
             sources = [f for f in args.files if ".train." in f.name] or args.files[:1]
-            for f in sources:
-                if not f.is_file():
-                    raise TokenizeError(f"{f} is missing or unreadable")
             spec = str(train_vocab(sources, args.kind, args.train_vocab, sources[0].parent))
             print(f"trained {args.kind} vocabulary of {args.train_vocab} -> {spec}")
         tokenizer = load_tokenizer(spec, search_dirs=[f.parent for f in args.files])

@@ -52,6 +52,11 @@ def effective_data(scratch_d, scratch_loss, loss: float) -> tuple[float, str]:
 def analyse(rows: list[dict], data_column: str = "training_tokens", loss: str = "final_log_ppl") -> list[dict]:
     """One output row per transferred run (any method but scratch and pretrain): D_F, D_E (with its marker), D_T,
     D_F / D_E. Runs are compared with scratch runs of the same size and the same `target` (language), if given."""
+    for r in rows:
+        if r["method"] != "pretrain" and not (np.isfinite(r[data_column]) and np.isfinite(r[loss])):
+            # A diverged run's NaN would make the scratch curve's running minimum NaN and its D_T a silent 0.
+            raise TransferError(f"run {r.get('run_id') or '?'} ({r['method']}) has {data_column} {r[data_column]} "
+                                f"and {loss} {r[loss]}: not finite; re-run it or drop its row")
     scratch = defaultdict(list)
     for r in rows:
         if r["method"] == "scratch":
@@ -167,25 +172,33 @@ def plot_transfer(rows: list[dict], table: list[dict], out: Path, data_column: s
 def read_table(path: Path, data_column: str, loss: str) -> list[dict]:
     if not path.is_file():
         raise TransferError(f"{path} does not exist")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise TransferError(f"{path} is not a CSV table ({e})") from e
     missing = {"parameters", "method", data_column, loss} - set(rows[0] if rows else {})
     if not rows or missing:
         raise TransferError(f"{path} lacks the columns {sorted(missing)} (or has no rows)")
-    for r in rows:
+    for n, r in enumerate(rows, 2):
         for key in ("parameters", data_column, loss):
-            r[key] = float(r[key])
+            try:
+                r[key] = float(r[key])
+            except (TypeError, ValueError):
+                raise TransferError(f"{path}:{n}: {key} is {r[key]!r}, not a number") from None
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m reuse.transfer", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from reuse.cli import Parser, output_file
+
+    parser = Parser(prog="python -m reuse.transfer", description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", type=Path)
     parser.add_argument("--data-column", default="data_tokens",
                         help="column with the target data size D in tokens (a sweep's data_tokens: unique tokens)")
     parser.add_argument("--loss", default="best_log_ppl", help="best_log_ppl: every run at its best, as Kim (2021)")
-    parser.add_argument("--out", type=Path, help="output table (default transfer.csv beside the input)")
+    parser.add_argument("--out", type=output_file, help="output table (default transfer.csv beside the input)")
     args = parser.parse_args(argv)
     try:
         rows = read_table(args.results, args.data_column, args.loss)

@@ -10,6 +10,7 @@ import time
 import warnings
 from pathlib import Path
 
+from reuse.cli import Parser, output_file, positive_int
 from reuse.scaling.benchmark import DOMAINS, plot_summary, run_benchmark, summarize, write_rows
 from reuse.scaling.estimators import ESTIMATORS, ScalingError
 from reuse.scaling.fit import fit_results, plot_fits, read_results
@@ -24,18 +25,19 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m reuse.scaling", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="python -m reuse.scaling", description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)  # subparsers are Parsers too: one-line errors
     bench = sub.add_parser("benchmark", help="extrapolation benchmark of Alabdulmohsin et al. (2022)")
     bench.add_argument("--methods", nargs="+", default=["M1", "M2", "M3", "M4"], help=", ".join(ESTIMATORS))
     bench.add_argument("--domains", nargs="+", default=list(DOMAINS))
-    bench.add_argument("--out", type=Path, required=True, help="per-task CSV; the summary and plot go beside it")
+    bench.add_argument("--out", type=output_file, required=True,
+                       help="per-task CSV; the summary and plot go beside it")
     fit = sub.add_parser("fit", help="fit the curves of a reuse.sweep results table")
     fit.add_argument("results", type=Path)
     fit.add_argument("--loss", default="final_log_ppl", choices=("final_log_ppl", "best_log_ppl"))
-    fit.add_argument("--bootstrap", type=int, default=200)
-    fit.add_argument("--out", type=Path, help="figure (default: fits.png beside the table)")
+    fit.add_argument("--bootstrap", type=positive_int, default=200, help="resamples for the interval on c")
+    fit.add_argument("--out", type=output_file, help="figure (default: fits.png beside the table)")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=RuntimeWarning)  # out-of-domain trial points are scored as inf
     try:

@@ -23,8 +23,11 @@ def read_results(path: str | Path, loss: str = "final_log_ppl") -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise ScalingError(f"{path} does not exist")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ScalingError(f"{path} is not a CSV table ({e})") from e
     missing = (NEEDED | {loss}) - set(rows[0] if rows else {})
     if not rows or missing:
         raise ScalingError(f"{path} lacks the columns {sorted(missing)} (or has no rows): is it a reuse.sweep table?")
@@ -56,6 +59,8 @@ def fit_results(rows: list[dict], loss: str = "final_log_ppl", methods=("M1", "M
                 n_boot: int = 200, seed: int = 0) -> tuple[list[dict], dict | None]:
     from reuse.plot import curves
 
+    if n_boot < 1:
+        raise ScalingError(f"{n_boot} bootstrap resamples: at least 1 is needed for an interval")
     table = []
     # A reuse chain starts from the shared smallest scratch model: curves() puts that point on the reuse curve too.
     for (method, fraction), points in sorted(curves(rows, "parameters", loss).items()):
