@@ -30,7 +30,7 @@ import yaml
 
 from reuse.data import DataError, inspect_tokens
 from reuse.grow import GrowthError, plan_chain
-from reuse.model import ModelError
+from reuse.model import ModelError, is_checkpoint
 from reuse.report import write_report
 from reuse.results import run_regime, write_results
 from reuse.runs import model_tag, run_name
@@ -211,9 +211,13 @@ def train_command(run: Run, grid: dict, snap: Path) -> list[str]:
             "valid_data": run.valid_data or grid.get("valid_data", ""), "output_dir": str(snap / run.run_id),
             "fraction": run.fraction, **run.args}
     if run.parent:
-        args["init_from"] = str(snap / run.parent)
+        # A parent trained with valid data kept its best checkpoint: a run stopped on patience ends past its best,
+        # and the child should start from what the parent learned, not from where it over-fitted.
+        parent = snap / run.parent
+        args["init_from"] = str(parent / "best" if is_checkpoint(parent / "best") else parent)
     if run.method != "reuse":
-        args.pop("grow_method", None)
+        for key in [k for k in args if k.startswith("grow_")]:
+            args.pop(key)
     cmd = [sys.executable, "-m", "reuse.train"]
     for key, value in args.items():
         if value in ("", None):

@@ -49,6 +49,12 @@ class TrainConfig:
                                                       "--grow-method, the larger target"})
     init_from: str = field(default="", metadata={"help": "warm-start from this checkpoint folder"})
     grow_method: str = field(default="", metadata={"help": "grow --init-from into --config with this operator"})
+    grow_depth_method: str = field(default="stack", metadata={"help": "growth in depth: stack or interleave"})
+    grow_mapping: str = field(default="cyclic", metadata={"help": "which small unit each new unit copies: cyclic "
+                                                                 "or random"})
+    grow_noise: float = field(default=0.0, metadata={"help": "std of Gaussian noise on the copied units' weights; "
+                                                             "breaks their symmetry when nothing else does "
+                                                             "(dropout 0)"})
     tokenizer: str = field(default="", metadata={"help": "default: the tokenizer named by the training data"})
     fraction: float = field(default=1.0, metadata={"help": "fraction of training blocks, nested across values"})
     block_size: int = 126
@@ -134,7 +140,8 @@ def make_model(cfg: TrainConfig):
         from reuse.grow import grow_checkpoint  # the growth operators plug in here
         if not cfg.config:
             raise TrainError("--grow-method needs --config, the larger target model")
-        return grow_checkpoint(cfg.init_from, load_config(cfg.config), cfg.grow_method, seed=cfg.seed)
+        return grow_checkpoint(cfg.init_from, load_config(cfg.config), cfg.grow_method, seed=cfg.seed,
+                               depth_method=cfg.grow_depth_method, mapping=cfg.grow_mapping, noise=cfg.grow_noise)
     if cfg.init_from:
         return load_model(cfg.init_from), None
     if not cfg.config:

@@ -195,3 +195,21 @@ def test_transfer_demo_grid_plans_pretraining_then_scratch_and_finetune_per_targ
     from reuse.sweep import train_command
     cmd = train_command(tuned, load_grid("configs/transfer_demo.yaml"), ROOT / "snap")
     assert "--init-from" in cmd and "--grow-method" not in cmd and "--patience" in cmd
+
+
+def test_every_growth_option_of_a_grid_reaches_the_trained_runs_config(tmp_path, embedded_dir):
+    growth = {"grow_method": "net2net", "grow_depth_method": "interleave", "grow_mapping": "random",
+              "grow_noise": 0.001}
+    grid = tiny_grid(tmp_path, embedded_dir, models=["configs/bert-2L-64H.json", "configs/bert-2L-128H.json"],
+                     methods={"reuse": {**growth, "lr": 5e-4}},
+                     train={"batch_size": 8, "max_steps": 2, "eval_every": 2, "eval_batches": 1, "save_every": 2})
+    sweep(grid, tmp_path)
+    reused = tmp_path / "snap" / "bert-n2n-2L-128H-0.5D"
+    config = json.loads((reused / "run_config.json").read_text())
+    assert {k: config[k] for k in growth} == growth
+    report = json.loads((reused / "growth.json").read_text())
+    assert (report["depth_method"], report["mapping"], report["noise"]) == ("interleave", "random", 0.001)
+    # the child starts from the parent's best checkpoint
+    assert config["init_from"] == str(tmp_path / "snap" / "bert-2L-64H-0.5D" / "best")
+    scratch = json.loads((tmp_path / "snap" / "bert-2L-64H-0.5D" / "run_config.json").read_text())
+    assert scratch["grow_noise"] == 0.0  # growth options stay off the runs that do not grow
