@@ -25,9 +25,10 @@ import torch
 from torch.utils.data import DataLoader, SequentialSampler
 from tqdm import tqdm
 
-from reuse.data import BlockDataset, DataError, add_special_tokens, inspect_tokens, mask_tokens
+from reuse.data import BlockDataset, DataError, add_special_tokens, inspect_tokens, load_blocks, mask_tokens
 from reuse.model import (ModelError, causal_lm_loss, checkpoint_config, count_parameters, is_causal, load_model,
                          masked_lm_loss)
+from reuse.runs import parse_run_name
 from reuse.tokenize import TokenizeError, load_tokenizer
 
 
@@ -101,6 +102,17 @@ def evaluate_original(model, tokenizer, data: str | Path, device: torch.device, 
                          tokenizer, device)
 
 
+def evaluate_checkpoint(model, tokenizer, data: str | Path, device: torch.device, batch_size: int = 64,
+                        block_size: int = 126, max_batches: int | None = None) -> dict:
+    """An MLM by the original protocol; a causal LM by its mean next-token loss over consecutive blocks (no
+    randomness involved)."""
+    if not is_causal(model.config):
+        return evaluate_original(model, tokenizer, data, device, batch_size, block_size, max_batches)
+    blocks = load_blocks(data, block_size)
+    blocks = blocks[:max_batches * batch_size] if max_batches else blocks
+    return evaluate_blocks(model, blocks, tokenizer, device, batch_size)
+
+
 def token_counts(path: str | Path, vocab_size: int, chunk: int = 1 << 22) -> np.ndarray:
     import h5py
 
@@ -131,8 +143,8 @@ def load_checkpoint_tokenizer(checkpoint: str, data: Path):
 def evaluate_folder(root: str | Path, data: str | Path, batch_size: int = 64, device: str = "cpu",
                     cache: str | Path | None = None) -> list[dict]:
     """Evaluate every checkpoint folder under `root` named like the released ones (bert-12L-64H-0.001D,
-    bert-n2n-...); rows for reuse.plot. Results are cached in `cache` (CSV) and reused on the next call."""
-    from reuse.runs import parse_run_name
+    bert-n2n-..., and this project's gpt2-... and -sN runs; reuse.runs); rows for reuse.plot. Results are cached in
+    `cache` (CSV) and reused on the next call."""
 
     root, data = Path(root), Path(data)
     cached = {}
@@ -151,11 +163,11 @@ def evaluate_folder(root: str | Path, data: str | Path, batch_size: int = 64, de
             model = load_model(folder).to(device)
             tokenizer = load_checkpoint_tokenizer(str(folder), data)
             check_vocabulary(str(folder), model.config, tokenizer, inspect_tokens(data))
-            result = evaluate_original(model, tokenizer, data, torch.device(device), batch_size)
+            result = evaluate_checkpoint(model, tokenizer, data, torch.device(device), batch_size)
             row = {"run_id": folder.name, "parameters": count_parameters(model), "final_log_ppl": result["log_ppl"]}
         rows.append({**row, "run_id": folder.name, "method": meta["method"], "fraction": meta["fraction"],
-                     "parameters": float(row["parameters"]), "final_log_ppl": float(row["final_log_ppl"]),
-                     "model": f"{meta['layers']}L-{meta['hidden']}H"})
+                     "seed": meta["seed"], "target": meta["language"], "parameters": float(row["parameters"]),
+                     "final_log_ppl": float(row["final_log_ppl"]), "model": f"{meta['layers']}L-{meta['hidden']}H"})
     if cache:
         with open(cache, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=["run_id", "parameters", "final_log_ppl"])
@@ -217,14 +229,8 @@ def main(argv: list[str] | None = None) -> None:
             check_vocabulary(ckpt, config, tokenizers[-1], info)
         for ckpt, tokenizer in zip(args.checkpoints, tokenizers):
             model = load_model(ckpt).to(args.device)
-            if is_causal(model.config):  # mean next-token loss over consecutive blocks; no randomness involved
-                from reuse.data import load_blocks
-                blocks = load_blocks(args.data, args.block_size)
-                blocks = blocks[:args.max_batches * args.batch_size] if args.max_batches else blocks
-                result = evaluate_blocks(model, blocks, tokenizer, torch.device(args.device), args.batch_size)
-            else:
-                result = evaluate_original(model, tokenizer, args.data, torch.device(args.device), args.batch_size,
-                                           args.block_size, args.max_batches)
+            result = evaluate_checkpoint(model, tokenizer, args.data, torch.device(args.device), args.batch_size,
+                                         args.block_size, args.max_batches)
             value = result["log_ppl"] if args.weighting == "batch" else result["log_ppl_token"]
             rows.append({"checkpoint": ckpt, "parameters": count_parameters(model), "log_ppl": value,
                          "weighting": args.weighting, "batches": result["batches"],

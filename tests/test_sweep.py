@@ -213,3 +213,27 @@ def test_every_growth_option_of_a_grid_reaches_the_trained_runs_config(tmp_path,
     assert config["init_from"] == str(tmp_path / "snap" / "bert-2L-64H-0.5D" / "best")
     scratch = json.loads((tmp_path / "snap" / "bert-2L-64H-0.5D" / "run_config.json").read_text())
     assert scratch["grow_noise"] == 0.0  # growth options stay off the runs that do not grow
+
+
+def test_folder_evaluation_includes_gpt2_and_seeded_runs(tmp_path, embedded_dir, bert_tokenizer):
+    import math
+
+    import torch
+    from reuse.checkpoint import save_model
+    from reuse.evaluate import evaluate_folder
+    from reuse.model import build_model, load_config
+
+    root = tmp_path / "ckpts"
+    gpt2 = load_config("configs/gpt2-2L-64H.json")
+    gpt2.vocab_size = len(bert_tokenizer)  # one data file for every run: the same vocabulary
+    for name, config in [("bert-2L-64H-0.1D", load_config("configs/bert-2L-64H.json")), ("gpt2-2L-64H-0.1D", gpt2),
+                         ("gpt2-2L-64H-0.1D-s2", gpt2)]:
+        torch.manual_seed(len(name))
+        save_model(root / name, build_model(config), bert_tokenizer)
+    (root / "logs").mkdir()  # not a run: left out
+    rows = {r["run_id"]: r for r in evaluate_folder(root, embedded_dir / "en.valid.raw.bert-base-uncased.hdf5")}
+    assert sorted(rows) == ["bert-2L-64H-0.1D", "gpt2-2L-64H-0.1D", "gpt2-2L-64H-0.1D-s2"]
+    assert rows["gpt2-2L-64H-0.1D-s2"]["seed"] == 2 and rows["gpt2-2L-64H-0.1D"]["method"] == "scratch"
+    for row in rows.values():  # untrained models sit near the uniform loss log(30522) = 10.33
+        assert abs(row["final_log_ppl"] - math.log(30522)) < 0.5
+    assert rows["gpt2-2L-64H-0.1D"]["final_log_ppl"] != rows["gpt2-2L-64H-0.1D-s2"]["final_log_ppl"]
