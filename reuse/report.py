@@ -143,11 +143,14 @@ def write_report(grid: dict, rows: list[dict], results: Path, figure: Path, base
                      f"{fmt(*g['reuse'])} | {fmt(*g['gain'], digits=3)} | {g['verdict']} |")
     lines += ["", "Paired by seed: scratch and reuse of one seed trained on the same data blocks.", "",
               "## Shape of the curves", ""] + shapes(summary)
-    lines += ["", "## Every run", "", "| run | seed | steps | best step | epochs | regime | final | best |",
-              "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+    lines += ["", "## Every run", "", "After growth: a reused run's valid loss before its first step (its parent's "
+              "best was its start).", "",
+              "| run | seed | steps | best step | epochs | regime | after growth | final | best |",
+              "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
     for r in rows:
+        start = f"{r['post_growth_log_ppl']:.3f}" if isinstance(r.get("post_growth_log_ppl"), float) else ""
         lines.append(f"| {r['run_id']} | {r['seed']} | {r['steps']} | {r['best_step']} | {r['epochs']:.1f} | "
-                     f"{r['regime']} | {r['final_log_ppl']:.3f} | {r[LOSS]:.3f} |")
+                     f"{r['regime']} | {start} | {r['final_log_ppl']:.3f} | {r[LOSS]:.3f} |")
     lines += ["", "## Data the reuse was worth (effective data transferred)", "",
               "D_E: unique tokens the same width needs from scratch to reach the reused model's mean loss (log-log "
               "interpolation of the scratch means over fractions; `>=` marks a reused loss below every scratch point, "

@@ -15,13 +15,14 @@ import os
 from pathlib import Path
 
 # data_tokens: unique tokens of the training fraction; training_tokens: tokens seen (steps x batch x sequence);
-# epochs: training_tokens / data_tokens; chain_flops: this run's training FLOPs plus those of every run it was
+# epochs: training_tokens / data_tokens; post_growth_log_ppl: a warm-started run's valid loss before its first step
+# (what growth kept of the parent); chain_flops: this run's training FLOPs plus those of every run it was
 # grown or fine-tuned from (what the whole method cost).
 COLUMNS = ["run_id", "model", "parameters", "fraction", "seed", "data_tokens", "training_tokens", "steps", "epochs",
-           "method", "parent", "target", "final_log_ppl", "best_log_ppl", "best_step", "regime", "train_flops",
-           "chain_flops", "wall_time_s"]
-NUMERIC = {"parameters", "fraction", "data_tokens", "training_tokens", "epochs", "final_log_ppl", "best_log_ppl",
-           "train_flops", "chain_flops", "wall_time_s"}
+           "method", "parent", "target", "post_growth_log_ppl", "final_log_ppl", "best_log_ppl", "best_step", "regime",
+           "train_flops", "chain_flops", "wall_time_s"]
+NUMERIC = {"parameters", "fraction", "data_tokens", "training_tokens", "epochs", "post_growth_log_ppl",
+           "final_log_ppl", "best_log_ppl", "train_flops", "chain_flops", "wall_time_s"}
 INTEGER = {"seed", "steps", "best_step"}
 REGIMES = ("data-limited", "compute-limited", "unsettled", "unevaluated")
 

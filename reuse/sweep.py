@@ -312,6 +312,7 @@ def collect(runs: list[Run], snap: Path) -> list[dict]:
                "training_tokens": s["tokens_seen"], "steps": s["steps"],
                "epochs": s["epochs"],
                "method": run.method, "parent": run.parent, "target": run.target,
+               "post_growth_log_ppl": s.get("start_valid_log_ppl") if run.parent else "",
                "final_log_ppl": s["final_valid_log_ppl"], "best_log_ppl": s["best_valid_log_ppl"],
                "best_step": s["best_step"], "regime": run_regime(folder), "train_flops": s["train_flops"],
                "chain_flops": s["train_flops"] + (parent["chain_flops"] if parent else 0.0),

@@ -222,6 +222,28 @@ class LossModule(torch.nn.Module):
         return causal_lm_loss(self.model, inputs) if self.causal else masked_lm_loss(self.model, inputs, labels)
 
 
+def evaluate_and_keep_best(state, model, valid_blocks, tokenizer, device, cfg, rank, world, out, writer, log,
+                           autocast_dtype) -> None:
+    """Evaluate on the valid blocks (rank 0), log it, save best/ on a new best, count evaluations without one."""
+    if rank == 0:
+        result = evaluate_blocks(model, valid_blocks, tokenizer, device, cfg.eval_batch_size,
+                                 autocast_dtype=autocast_dtype)
+        state["valid"] = result["log_ppl"]
+        writer.add_scalar("valid/log_ppl", result["log_ppl"], state["step"])
+        log.write(json.dumps({"step": state["step"], "valid_log_ppl": result["log_ppl"]}) + "\n")
+        log.flush()
+        if result["log_ppl"] < state["best_valid"]:
+            state["best_valid"], state["best_step"], state["stale_evals"] = result["log_ppl"], state["step"], 0
+            ckpt.save_model(out / "best", model, tokenizer, {"step": state["step"], **result})
+        else:
+            state["stale_evals"] += 1
+    if world > 1:  # every rank must agree to stop
+        flag = torch.tensor([float(state["stale_evals"])], device=device)
+        dist.broadcast(flag, 0)
+        state["stale_evals"] = int(flag.item())
+    model.train()
+
+
 # ---------------------------------------------------------------------------------------------------- the run
 def train(cfg: TrainConfig) -> dict:
     rank, world, device = setup_distributed(cfg)
@@ -298,6 +320,12 @@ def train(cfg: TrainConfig) -> dict:
     log = open(out / "log.jsonl", "a") if rank == 0 else None
     perm, perm_epoch = None, -1
     window_start, window_tokens, window_flops = time.perf_counter(), 0, 0.0
+    if valid_blocks is not None and cfg.init_from and state["step"] == 0:
+        # A warm start is evaluated before its first step: the loss right after growth (what the operator kept),
+        # and a start that training never improves on stays the best model.
+        evaluate_and_keep_best(state, model, valid_blocks, tokenizer, device, cfg, rank, world, out, writer, log,
+                               autocast_dtype)
+        state["start_valid"] = state["valid"]
     model.train()
     end = state["step"] if state.get("stopped_early") else max_steps  # a run that stopped early stays stopped
     for step in range(state["step"], end):
@@ -335,24 +363,10 @@ def train(cfg: TrainConfig) -> dict:
                 window_start, window_tokens, window_flops = time.perf_counter(), 0, 0.0
         last = state["step"] == max_steps
         if valid_blocks is not None and (state["step"] % cfg.eval_every == 0 or last):
-            if rank == 0:
-                result = evaluate_blocks(model, valid_blocks, tokenizer, device, cfg.eval_batch_size,
-                                         autocast_dtype=autocast_dtype)
-                state["valid"] = result["log_ppl"]
-                writer.add_scalar("valid/log_ppl", result["log_ppl"], state["step"])
-                log.write(json.dumps({"step": state["step"], "valid_log_ppl": result["log_ppl"]}) + "\n")
-                if result["log_ppl"] < state["best_valid"]:
-                    state["best_valid"], state["best_step"], state["stale_evals"] = result["log_ppl"], state["step"], 0
-                    ckpt.save_model(out / "best", model, tokenizer, {"step": state["step"], **result})
-                else:
-                    state["stale_evals"] += 1
-            if world > 1:  # every rank must agree to stop
-                flag = torch.tensor([float(state["stale_evals"])], device=device)
-                dist.broadcast(flag, 0)
-                state["stale_evals"] = int(flag.item())
+            evaluate_and_keep_best(state, model, valid_blocks, tokenizer, device, cfg, rank, world, out, writer, log,
+                                   autocast_dtype)
             if cfg.patience and state["stale_evals"] >= cfg.patience and not last:
                 state["stopped_early"] = last = True
-            model.train()
         if rank == 0 and (state["step"] % cfg.save_every == 0 or last):
             ckpt.save_checkpoint(out, state, model, tokenizer, optimizer, scheduler, mask_gen, cfg.keep_last)
         if dist.is_initialized():
@@ -365,7 +379,7 @@ def train(cfg: TrainConfig) -> dict:
     bar.close()
     summary = {"steps": state["step"], "tokens_seen": state["step"] * cfg.batch_size * seq_len,
                "parameters": count_parameters(model), "train_flops": state["flops"], "wall_time_s": state["wall_time"],
-               "final_valid_log_ppl": state["valid"],
+               "final_valid_log_ppl": state["valid"], "start_valid_log_ppl": state.get("start_valid"),
                "best_valid_log_ppl": state["best_valid"] if state["best_step"] >= 0 else None,
                "best_step": state["best_step"], "stopped_early": state["stopped_early"], "fraction": cfg.fraction,
                "training_blocks": len(blocks), "epochs": state["step"] * cfg.batch_size / len(blocks)}

@@ -198,3 +198,27 @@ def test_cli_writes_a_checkpoint_with_growth_json_and_refuses_bad_sources(traine
             continue
         assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr
         assert not target.exists()
+
+
+def test_a_grown_run_is_evaluated_before_its_first_step(trained_small, embedded_dir, tmp_path):
+    from reuse.evaluate import evaluate_blocks
+    from reuse.data import load_blocks
+    from reuse.tokenize import load_tokenizer
+
+    valid = embedded_dir / "en.valid.raw.bert-base-uncased.hdf5"
+    out = tmp_path / "run"
+    run([sys.executable, "-m", "reuse.train", "--init-from", str(trained_small), "--config",
+         "configs/bert-2L-128H.json", "--grow-method", "net2net", "--train-data",
+         str(embedded_dir / "en.train.raw.bert-base-uncased.hdf5"), "--valid-data", str(valid), "--output-dir",
+         str(out), "--batch-size", "8", "--max-steps", "2", "--eval-every", "2", "--eval-batches", "2",
+         "--lr", "1e-2"])
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    first = next(r for r in records if "valid_log_ppl" in r)
+    # 64 -> 128 is an integer ratio: net2net keeps the small model's function, so the grown model's loss before any
+    # step is the small model's own loss on the same valid batches and masks.
+    small = AutoModelForMaskedLM.from_pretrained(str(trained_small))
+    own = evaluate_blocks(small, load_blocks(valid, 126)[:2 * 64], load_tokenizer("bert-base-uncased"),
+                          torch.device("cpu"))["log_ppl"]
+    assert first["step"] == 0 and abs(first["valid_log_ppl"] - own) < 1e-4
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["start_valid_log_ppl"] == first["valid_log_ppl"]

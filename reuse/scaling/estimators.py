@@ -14,6 +14,8 @@ locally from the best grid points. The bounds keep every logarithm finite.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from scipy.optimize import brentq, minimize, minimize_scalar
 
@@ -55,6 +57,15 @@ def search_1d(objective, lo: float, hi: float) -> float:
     return float(refined.x) if refined.fun <= values[i] else float(grid[i])
 
 
+PROCEDURES = ("reference", "grid")
+
+
+def check_procedure(procedure: str) -> str:
+    if procedure not in PROCEDURES:
+        raise ScalingError(f"unknown procedure {procedure!r}; choose from {', '.join(PROCEDURES)}")
+    return procedure
+
+
 class Estimator:
     name = ""
     n_params = 0
@@ -77,8 +88,154 @@ class M1(Estimator):
         return self.params["b"] * np.asarray(x, dtype=np.float64) ** self.params["c"]
 
 
+# The reference procedure, with the constants of the authors' code (revisiting_neural_scaling_laws/methods/base.py,
+# m2.py, m3.py, m4.py in google-research/google-research).
+MARGIN = 1e-3  # e_inf <= min(y) - MARGIN; e_0 >= max(y) + MARGIN; e_0 <= loss_bound + MARGIN
+MAX_ITERATIONS = 10_000  # outer iterations: least squares for the linear parameters, then a step on e_inf (, e_0)
+GD_ITERATIONS = 100  # the first outer iterations take GD_STEPS gradient steps of size GD_LR; later ones Newton steps
+GD_LR, GD_STEPS = 1e-8, 1000
+STOP = 1e-10  # stop once b changes by less than this between outer iterations (M2, M4: only after GD_ITERATIONS + 2)
+NEWTON_EPS = 1e-5  # M4: a coordinate whose second derivative is below this is not moved; a < this predicts as M2
+GD_MERGE = 0.01  # emulation: consecutive gradient steps are merged while lr * steps * curvature stays below this
+
+
+class _Excess:
+    """Objective of M2 and M4 in the reference: 1/2 mean of squared log residuals
+    r = log(y - e_inf) - a log(e_0 - y) - log b - c log x, as a function of (e_inf, e_0) for fixed log b, c, a
+    (`log_f` = log b + c log x), with its gradient and Hessian; M2 is a = 0. e_inf stays in [0, min y - MARGIN],
+    e_0 (when estimated) in [max y + MARGIN, e_0_max]."""
+
+    def __init__(self, y, e_0_free: bool, e_0_max: float, newton_eps: float):
+        self.y, self.n, self.newton_eps = y, len(y), newton_eps
+        self.inf_hi = float(y.min()) - MARGIN
+        self.e_0_free, self.e_0_lo, self.e_0_hi = e_0_free, float(y.max()) + MARGIN, e_0_max
+        self.log_f, self.a = None, 0.0
+
+    def project(self, e_inf, e_0):
+        e_inf = min(max(e_inf, 0.0), self.inf_hi)
+        if self.e_0_free:
+            e_0 = min(max(e_0, self.e_0_lo), self.e_0_hi)
+        return e_inf, e_0
+
+    def derivatives(self, e_inf, e_0):
+        """(gradient, Hessian) in (e_inf, e_0) as floats: g_inf, g_0, h_inf, h_0, h_cross."""
+        n, a = self.n, self.a
+        inv_d = 1 / (self.y - e_inf)
+        r = -np.log(inv_d) - self.log_f
+        if a:
+            u = e_0 - self.y
+            r = r - a * np.log(u)
+        g_inf, h_inf = -np.dot(r, inv_d) / n, np.dot(1 - r, inv_d * inv_d) / n
+        if not (a and self.e_0_free):
+            return g_inf, 0.0, h_inf, 0.0, 0.0
+        inv_u = 1 / u
+        return (g_inf, -a * np.dot(r, inv_u) / n, h_inf, a * np.dot(a + r, inv_u * inv_u) / n,
+                a * np.dot(inv_d, inv_u) / n)
+
+    def gradient_epoch(self, e_inf, e_0):
+        """GD_STEPS projected gradient steps of size GD_LR on both. Consecutive steps are merged while their total
+        size times the curvature stays below GD_MERGE (merged and single steps then differ by < GD_MERGE**2 / 2 of
+        the distance moved)."""
+        left = GD_STEPS
+        while left > 0:
+            g_inf, g_0, h_inf, h_0, h_x = self.derivatives(e_inf, e_0)
+            curvature = max(abs(h_inf), abs(h_0)) + abs(h_x)
+            m = left if curvature * GD_LR * left <= GD_MERGE else max(1, int(GD_MERGE / (curvature * GD_LR)))
+            e_inf, e_0 = self.project(e_inf - m * GD_LR * g_inf, e_0 - m * GD_LR * g_0)
+            left -= m
+        return e_inf, e_0
+
+    def newton_epoch(self, e_inf, e_0):
+        """The reference's 100 damped (step 0.1), projected Newton steps, each coordinate divided by its own second
+        derivative and left alone where that is below newton_eps: they settle on the point where the gradient vanishes
+        in the moving coordinates (or on a bound), for these log b, c, a. That point is found here by undamped
+        Newton steps with the full 2 x 2 Hessian; a correction below 1e-13 (relative) is not applied, so a converged
+        alternation repeats itself exactly, as the reference's does."""
+        for _ in range(50):
+            g_inf, g_0, h_inf, h_0, h_x = self.derivatives(e_inf, e_0)
+            free_inf = abs(h_inf) > self.newton_eps
+            free_0 = self.e_0_free and self.a > 0 and abs(h_0) > self.newton_eps
+            for _pinned in range(2):
+                s_inf = s_0 = 0.0
+                det = h_inf * h_0 - h_x * h_x
+                if free_inf and free_0 and det != 0:
+                    s_inf, s_0 = (-g_inf * h_0 + g_0 * h_x) / det, (-g_0 * h_inf + g_inf * h_x) / det
+                elif free_inf:
+                    s_inf = -g_inf / h_inf
+                elif free_0:
+                    s_0 = -g_0 / h_0
+                new_inf, new_0 = self.project(e_inf + s_inf, e_0 + s_0)
+                # A coordinate stopped by its bound stays there; the other is then solved alone.
+                if free_inf and free_0 and new_inf != e_inf + s_inf:
+                    free_inf = False
+                elif free_inf and free_0 and new_0 != e_0 + s_0:
+                    free_0 = False
+                else:
+                    break
+            if abs(new_inf - e_inf) <= 1e-13 * max(abs(e_inf), 1e-3) and abs(new_0 - e_0) <= 1e-13 * abs(e_0):
+                return e_inf, e_0
+            e_inf, e_0 = new_inf, new_0
+        return e_inf, e_0
+
+
+def _alternate(excess, linear_step, e_inf, e_0):
+    """The reference's outer loop: least squares for the linear parameters, then GD (first GD_ITERATIONS) or Newton
+    steps on e_inf (, e_0); stop when b changes by less than STOP, at most MAX_ITERATIONS. Returns the last linear
+    solution (computed before the last step, as in the reference) and the final e_inf, e_0."""
+    b_old = 1.0
+    for k in range(MAX_ITERATIONS):
+        theta = linear_step(e_inf, e_0)
+        b = np.exp(theta[0])
+        if k < GD_ITERATIONS:
+            e_inf, e_0 = excess.gradient_epoch(e_inf, e_0)
+        else:
+            e_inf, e_0 = excess.newton_epoch(e_inf, e_0)
+        if abs(b - b_old) < STOP and k > GD_ITERATIONS + 1:
+            break
+        b_old = b
+    return theta, e_inf, e_0, k + 1
+
+
+class SmallNNLS:
+    """argmin_{z >= 0} |A z - t|^2 for a fixed A of few columns and many t: every support's normal equations are
+    inverted once; a solve tries the supports from the largest and returns the first whose solution is >= 0 and
+    whose gradient A'(A z - t) is >= 0 off the support (the KKT conditions, which have one solution for A of full
+    column rank)."""
+
+    def __init__(self, design: np.ndarray):
+        self.design, self.gram = design, design.T @ design
+        k = design.shape[1]
+        self.supports = []
+        for size in range(k, 0, -1):
+            for support in itertools.combinations(range(k), size):
+                s = list(support)
+                try:
+                    self.supports.append((s, np.linalg.inv(self.gram[np.ix_(s, s)])))
+                except np.linalg.LinAlgError:
+                    continue
+
+    def solve(self, target: np.ndarray) -> np.ndarray:
+        rhs = self.design.T @ target
+        tol = 1e-10 * max(float(np.abs(rhs).max()), 1e-300)
+        k = len(rhs)
+        for s, inverse in self.supports:
+            z_s = inverse @ rhs[s]
+            if np.all(z_s >= 0):
+                z = np.zeros(k)
+                z[s] = z_s
+                if len(s) == k or np.all(self.gram @ z - rhs >= -tol):
+                    return z
+        return np.zeros(k)
+
+
 class M2(Estimator):
+    """e(x) = e_inf + b x^c. procedure="reference": the authors' alternation (see the module docstring);
+    "grid": the log-space least squares minimised globally over e_inf on a grid then refined."""
+
     name, n_params = "M2", 3
+
+    def __init__(self, procedure: str = "reference"):
+        self.procedure = check_procedure(procedure)
 
     @staticmethod
     def _solve(e_inf, x, y):
@@ -86,11 +243,24 @@ class M2(Estimator):
 
     def fit(self, x, y):
         x, y = check_xy(x, y, self.n_params)
-        low = y.min()
-        # t = log(min y - e_inf), from "e_inf = 0" down to a gap of 1e-6 of the smallest loss.
-        t = search_1d(lambda t: self._solve(low - np.exp(t), x, y)[1], np.log(low * 1e-6), np.log(low))
-        e_inf = max(low - np.exp(t), 0.0)
-        (log_b, c), _ = self._solve(e_inf, x, y)
+        if self.procedure == "grid":
+            low = y.min()
+            # t = log(min y - e_inf), from "e_inf = 0" down to a gap of 1e-6 of the smallest loss.
+            t = search_1d(lambda t: self._solve(low - np.exp(t), x, y)[1], np.log(low * 1e-6), np.log(low))
+            e_inf = max(low - np.exp(t), 0.0)
+            (log_b, c), _ = self._solve(e_inf, x, y)
+            self.iterations = None
+        else:
+            excess = _Excess(y, e_0_free=False, e_0_max=np.inf, newton_eps=0.0)
+            design = np.stack([np.ones_like(x), np.log(x)], axis=1)
+            solve = np.linalg.pinv(design)  # ordinary least squares, the same design every time
+
+            def linear_step(e_inf, _e_0):
+                theta = solve @ np.log(y - e_inf)
+                excess.log_f = design @ theta
+                return theta
+
+            (log_b, c), e_inf, _, self.iterations = _alternate(excess, linear_step, excess.inf_hi, 0.0)
         self.params = {"b": float(np.exp(log_b)), "c": float(c), "e_inf": float(e_inf)}
         return self
 
@@ -100,7 +270,14 @@ class M2(Estimator):
 
 
 class M3(Estimator):
+    """e(x) = b (1/x + g)^(-c), g >= 0. procedure="reference": from g = 0, alternate least squares for log b, c
+    (c clipped to <= 0) with the best g among the values that fit each single point exactly (and the current g);
+    "grid": g searched on a log grid then refined."""
+
     name, n_params = "M3", 3
+
+    def __init__(self, procedure: str = "reference"):
+        self.procedure = check_procedure(procedure)
 
     @staticmethod
     def _solve(g, x, y):
@@ -108,13 +285,44 @@ class M3(Estimator):
 
     def fit(self, x, y):
         x, y = check_xy(x, y, self.n_params)
-        # g from negligible (1e-6 / max x, i.e. M1) to dominant (10 / min x), on a log scale; beyond that the curve
-        # is flat over the data and b, c are no longer determined.
-        t = search_1d(lambda t: self._solve(np.exp(t), x, y)[1], np.log(1e-6 / x.max()), np.log(10 / x.min()))
-        g = float(np.exp(t))
-        (log_b, c), _ = self._solve(g, x, y)
-        self.params = {"b": float(np.exp(log_b)), "c": float(c), "g": g}
+        if self.procedure == "grid":
+            # g from negligible (1e-6 / max x, i.e. M1) to dominant (10 / min x), on a log scale; beyond that the
+            # curve is flat over the data and b, c are no longer determined.
+            t = search_1d(lambda t: self._solve(np.exp(t), x, y)[1], np.log(1e-6 / x.max()), np.log(10 / x.min()))
+            g = float(np.exp(t))
+            (log_b, c), _ = self._solve(g, x, y)
+            self.iterations = None
+        else:
+            log_b, c, g, self.iterations = self._alternate(x, y)
+        self.params = {"b": float(np.exp(log_b)), "c": float(c), "g": float(g)}
         return self
+
+    @staticmethod
+    def _alternate(x, y):
+        log_y, inv_x = np.log(y), 1 / x
+        g, b_old = 0.0, 1.0
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            for k in range(MAX_ITERATIONS):
+                z = np.log(inv_x + g)
+                (log_b, k_c), *_ = np.linalg.lstsq(np.stack([np.ones_like(z), z], axis=1), log_y, rcond=None)
+                k_c = max(float(k_c), 0.0)  # log y = log b + k log(1/x + g), k >= 0 (k = -c)
+                if k_c > 0:
+                    def sse(gs):
+                        return np.sum((log_y - log_b - k_c * np.log(inv_x + np.atleast_1d(gs)[:, None])) ** 2, axis=1)
+
+                    candidates = (y / np.exp(log_b)) ** (1 / k_c) - inv_x
+                    candidates = candidates[candidates >= 0]
+                    if len(candidates):
+                        values = sse(candidates)
+                        i = int(np.argmin(np.where(np.isnan(values), np.inf, values)))
+                        if values[i] < sse(g)[0]:
+                            g = float(candidates[i])
+                # k = 0 makes the fit constant and the candidates undefined (the reference divides by zero): g stays.
+                b = np.exp(log_b)
+                if abs(b - b_old) < STOP:
+                    break
+                b_old = b
+        return float(log_b), -k_c, g, k + 1
 
     def predict(self, x):
         p = self.params
@@ -122,7 +330,19 @@ class M3(Estimator):
 
 
 class M4(Estimator):
+    """(e(x) - e_inf) / (e_0 - e(x))^a = b x^c; the prediction solves this equation for e(x).
+
+    procedure="reference": the authors' alternation. e_0 starts at `e_0_start` (default 1.0 when every loss is
+    below 1, as the authors run every domain of their benchmark, else the largest loss + MARGIN) and stays below
+    `loss_bound` + MARGIN when a bound is given (1 for error rates). fit(x, y, e_0=v) keeps e_0 = v fixed.
+    procedure="grid": the log-space least squares over (e_inf, e_0) minimised on a grid then refined, a >= 0 as a
+    penalty."""
+
     name, n_params = "M4", 5
+
+    def __init__(self, procedure: str = "reference", e_0_start: float | None = None, loss_bound: float | None = None):
+        self.procedure = check_procedure(procedure)
+        self.e_0_start, self.loss_bound = e_0_start, loss_bound
 
     @staticmethod
     def _solve(e_inf, e_0, x, y):
@@ -133,8 +353,33 @@ class M4(Estimator):
         x, y = check_xy(x, y, self.n_params - (e_0 is not None))
         if e_0 is not None and e_0 <= y.max():
             raise ScalingError(f"e_0 = {e_0} is not above the largest observed loss {y.max()}")
-        low, high = y.min(), y.max()
+        if self.procedure == "grid":
+            self._fit_grid(x, y, e_0)
+            self.iterations = None
+            return self
+        start = e_0 if e_0 is not None else self.e_0_start
+        if start is None:
+            start = 1.0 if y.max() < 1 else y.max() + MARGIN
+        if start <= y.max():
+            raise ScalingError(f"e_0_start = {start} is not above the largest observed loss {y.max()}")
+        bound = np.inf if self.loss_bound is None else self.loss_bound + MARGIN
+        excess = _Excess(y, e_0_free=e_0 is None, e_0_max=bound, newton_eps=NEWTON_EPS)
+        # As in the reference, the least-squares design keeps log(e_0 - y) at the starting e_0 (the e_0 steps change
+        # the objective the e_inf, e_0 steps see, not this column). Coefficients (log b, -c, a) are all >= 0.
+        nnls = SmallNNLS(np.stack([np.ones_like(x), -np.log(x), np.log(start - y)], axis=1))
 
+        def linear_step(e_inf, _e_0):
+            log_b, minus_c, a = nnls.solve(np.log(y - e_inf))
+            excess.log_f, excess.a = log_b - minus_c * np.log(x), float(a)
+            return np.array([log_b, -minus_c, a])
+
+        (log_b, c, a), e_inf, top, self.iterations = _alternate(excess, linear_step, excess.inf_hi, start)
+        self.params = {"b": float(np.exp(log_b)), "c": float(c), "a": float(a), "e_inf": float(e_inf),
+                       "e_0": float(top)}
+        return self
+
+    def _fit_grid(self, x, y, e_0):
+        low, high = y.min(), y.max()
         bounds_low, bounds_high = (np.log(low * 1e-6), np.log(low)), (np.log(high * 1e-4), np.log(high * 1e2))
 
         def unpack(z):  # z = (log gap below min y, log gap above max y), clipped to the searched ranges
@@ -155,20 +400,22 @@ class M4(Estimator):
         (log_b, c, a), _ = self._solve(e_inf, top, x, y)
         self.params = {"b": float(np.exp(log_b)), "c": float(c), "a": float(max(a, 0.0)), "e_inf": float(e_inf),
                        "e_0": float(top)}
-        return self
 
     def predict(self, x):
         p = self.params
+        x = np.atleast_1d(np.asarray(x, dtype=np.float64))
+        if p["a"] < NEWTON_EPS:  # as the reference: (practically) M2
+            return p["e_inf"] + p["b"] * x ** p["c"]
         log_b = np.log(p["b"])
 
         def solve(xi):
             target = log_b + p["c"] * np.log(xi)
-            # Increasing in e on (e_inf, e_0), from -inf to +inf (or to a finite value when a = 0).
+            # Increasing in e on (e_inf, e_0), from -inf to +inf.
             f = lambda e: np.log(e - p["e_inf"]) - p["a"] * np.log(p["e_0"] - e) - target  # noqa: E731
             eps = 1e-12 * (p["e_0"] - p["e_inf"])
             lo, hi = p["e_inf"] + eps, p["e_0"] - eps
             return brentq(f, lo, hi) if f(hi) > 0 else hi
-        return np.array([solve(xi) for xi in np.atleast_1d(np.asarray(x, dtype=np.float64))])
+        return np.array([solve(xi) for xi in x])
 
 
 class BNSL(Estimator):
