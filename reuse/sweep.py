@@ -90,6 +90,8 @@ def load_grid(path: str | Path) -> dict:
     recipes = [grid.get("train") or {}] + [r or {} for r in grid["methods"].values()]
     if any(r.get("patience") for r in recipes) and not transfer and not grid.get("valid_data"):
         raise SweepError(f"grid {path} sets patience but no valid_data: early stopping needs a valid split")
+    if not transfer and not grid.get("valid_data"):
+        raise SweepError(f"grid {path} lacks 'valid_data': the results table and the report compare valid losses")
     return grid
 
 

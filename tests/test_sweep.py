@@ -60,11 +60,26 @@ def test_run_names_parse_like_the_released_checkpoints():
     (dict(models=["configs/bert-2L-64H.json", "configs/missing.json"]), "configs/missing.json, which does not exist"),
     (dict(fractions=[0.5, 1.5]), "fraction 1.5 is outside"),
     (dict(models=["configs/bert-2L-128H.json", "configs/bert-2L-64H.json"]), "cannot form a reuse chain"),
+    (dict(valid_data=""), "lacks 'valid_data'"),
+    (dict(fractions=0.5), "'fractions' must be a non-empty list"),
+    (dict(methods={"scratch": {}, "grown": {}}), "unknown methods ['grown']"),
+    (dict(seeds=[0, "x"]), "list of integers"),
 ])
 def test_bad_grids_are_refused(tmp_path, embedded_dir, change, message):
     done = sweep(tiny_grid(tmp_path, embedded_dir, **change), tmp_path, check=False)
     assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "snap").exists()
+
+
+@pytest.mark.slow  # runs a 3-run sweep twice, about 40 s
+def test_a_grid_that_is_not_yaml_is_refused_in_one_line(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("name: [unclosed\n")
+    done = sweep(grid, tmp_path, check=False)
+    assert done.returncode != 0 and "is not valid YAML" in done.stderr and "Traceback" not in done.stderr
+    grid.write_bytes(b"\xff\xfe\x00name")
+    done = sweep(grid, tmp_path, check=False)
+    assert done.returncode != 0 and done.stderr.startswith("error:") and "Traceback" not in done.stderr
 
 
 @pytest.mark.slow  # runs a 3-run sweep twice, about 40 s
