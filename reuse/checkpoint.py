@@ -59,7 +59,10 @@ def _move_into(tmp: Path, target: Path) -> None:
     shutil.rmtree(old)
 
 
-def save_model(folder: Path, model, tokenizer, info: dict | None = None, extra=None) -> None:
+def save_model(folder: Path, model, tokenizer, info: dict | None = None, extra=None,
+               run_config: Path | None = None) -> None:
+    """A save_pretrained folder with the tokenizer, and the run's resolved config beside the weights (so a checkpoint
+    copied out of its run folder still says how it was trained)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".tmp-{folder.name}-{uuid.uuid4().hex[:8]}"
@@ -67,19 +70,22 @@ def save_model(folder: Path, model, tokenizer, info: dict | None = None, extra=N
     tokenizer.save_pretrained(str(tmp))
     if info is not None:
         (tmp / "checkpoint.json").write_text(json.dumps(info, indent=2))
+    if run_config is not None and Path(run_config).is_file():
+        shutil.copyfile(run_config, tmp / "run_config.json")
     if extra is not None:
         extra(tmp)
     _move_into(tmp, folder)
 
 
 def save_checkpoint(run_dir: Path, state: dict, model, tokenizer, optimizer, scheduler, mask_gen,
-                    keep_last: int) -> Path:
+                    keep_last: int, run_config: Path | None = None) -> Path:
     folder = Path(run_dir) / "checkpoints" / f"step-{state['step']:07d}"
     clean_leftovers(run_dir)
     trainer_state = {"state": dict(state), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "mask_generator": mask_gen.get_state(), "torch_rng": torch.get_rng_state(),
                      "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-    save_model(folder, model, tokenizer, extra=lambda tmp: torch.save(trainer_state, tmp / STATE))
+    save_model(folder, model, tokenizer, extra=lambda tmp: torch.save(trainer_state, tmp / STATE),
+               run_config=run_config)
     done = sorted((Path(run_dir) / "checkpoints").glob("step-*"))
     for old in done[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old)

@@ -117,15 +117,25 @@ def prepare_output_dir(cfg: TrainConfig, resolved: dict, rank: int) -> bool:
     saved = out / "run_config.json"
     if saved.exists() and not cfg.overwrite:
         previous = json.loads(saved.read_text())
-        same = {k: v for k, v in previous.items() if k not in ("resume", "overwrite")} == \
-               {k: v for k, v in resolved.items() if k not in ("resume", "overwrite")}
-        if not (same or cfg.resume):
-            raise TrainError(f"{out} holds another run (its run_config.json differs); pass --resume to continue it, "
-                             f"--overwrite to replace it, or choose another --output-dir")
+        changed = {k: [previous.get(k), v] for k, v in resolved.items()
+                   if k not in ("resume", "overwrite") and previous.get(k) != v}
+        if changed and not cfg.resume:
+            raise TrainError(f"{out} holds another run (its run_config.json differs in {', '.join(sorted(changed))}); "
+                             f"pass --resume to continue it with these arguments, --overwrite to replace it, or "
+                             f"choose another --output-dir")
+        if changed and rank == 0:
+            # The folder must describe the run as it continues: the new config replaces the old, and the history
+            # keeps what changed and when, so a result can still be traced to every setting it was trained under.
+            with open(out / "run_history.jsonl", "a") as f:
+                f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": " ".join(sys.argv),
+                                    "changed": changed}) + "\n")
+            saved.write_text(json.dumps(resolved, indent=2))
+            (out / "command.txt").write_text(" ".join(sys.argv) + "\n")
         return True
     if rank == 0:
         if cfg.overwrite:
-            for name in ("checkpoints", "best", "tb", "summary.json", "run_config.json", "log.jsonl", "growth.json"):
+            for name in ("checkpoints", "best", "tb", "summary.json", "run_config.json", "log.jsonl", "growth.json",
+                         "run_history.jsonl"):
                 path = out / name
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
@@ -234,7 +244,8 @@ def evaluate_and_keep_best(state, model, valid_blocks, tokenizer, device, cfg, r
         log.flush()
         if result["log_ppl"] < state["best_valid"]:
             state["best_valid"], state["best_step"], state["stale_evals"] = result["log_ppl"], state["step"], 0
-            ckpt.save_model(out / "best", model, tokenizer, {"step": state["step"], **result})
+            ckpt.save_model(out / "best", model, tokenizer, {"step": state["step"], **result},
+                            run_config=out / "run_config.json")
         else:
             state["stale_evals"] += 1
     if world > 1:  # every rank must agree to stop
@@ -368,7 +379,8 @@ def train(cfg: TrainConfig) -> dict:
             if cfg.patience and state["stale_evals"] >= cfg.patience and not last:
                 state["stopped_early"] = last = True
         if rank == 0 and (state["step"] % cfg.save_every == 0 or last):
-            ckpt.save_checkpoint(out, state, model, tokenizer, optimizer, scheduler, mask_gen, cfg.keep_last)
+            ckpt.save_checkpoint(out, state, model, tokenizer, optimizer, scheduler, mask_gen, cfg.keep_last,
+                                 run_config=out / "run_config.json")
         if dist.is_initialized():
             dist.barrier()
         if state["stopped_early"]:

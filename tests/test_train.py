@@ -200,6 +200,23 @@ def test_patience_without_valid_data_is_refused_before_any_work(embedded_dir, tm
     assert not (tmp_path / "r").exists()
 
 
+def test_resume_with_changed_arguments_is_recorded_and_configs_travel_with_checkpoints(embedded_dir, tmp_path):
+    out = tmp_path / "r"
+    train([*TINY, *data_args(embedded_dir), "--output-dir", str(out), "--max-steps", "2", "--eval-every", "2",
+           "--save-every", "2"])
+    first = json.loads((out / "run_config.json").read_text())
+    for folder in (out / "best", *(out / "checkpoints").iterdir()):
+        assert json.loads((folder / "run_config.json").read_text()) == first
+    train([*TINY, *data_args(embedded_dir), "--output-dir", str(out), "--max-steps", "4", "--eval-every", "2",
+           "--save-every", "2", "--lr", "1e-3", "--resume"])
+    history = [json.loads(line) for line in (out / "run_history.jsonl").read_text().splitlines()]
+    assert len(history) == 1 and history[0]["changed"]["lr"] == [first["lr"], 1e-3]
+    assert history[0]["changed"]["max_steps"] == [2, 4] and "--resume" in history[0]["command"]
+    assert json.loads((out / "run_config.json").read_text())["lr"] == 1e-3
+    assert json.loads((out / "checkpoints" / "step-0000004" / "run_config.json").read_text())["lr"] == 1e-3
+    assert json.loads((out / "summary.json").read_text())["steps"] == 4
+
+
 def test_output_folder_of_another_run_is_refused_unless_overwrite(embedded_dir, tmp_path):
     out = tmp_path / "r"
     train([*TINY, *data_args(embedded_dir, valid=False), "--output-dir", str(out), "--max-steps", "2"])
