@@ -18,6 +18,7 @@ setup(
         "h5py",
         "numpy",
         "scipy",
+        "scikit-learn",
         "tqdm",
         "tensorboardX",
         "matplotlib",

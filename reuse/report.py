@@ -99,6 +99,67 @@ def shapes(summary: list[dict]) -> list[str]:
     return lines
 
 
+# paired_gains judges a loss (lower is better); on the negated score its words are about scores.
+SCORE_VERDICTS = {"yes: reuse is lower": "yes: reuse scores higher", "yes: scratch is lower": "yes: scratch scores higher"}
+
+
+def downstream_tasks(rows: list[dict]) -> list[str]:
+    """The tasks of the downstream_<task> columns (reuse.downstream), in the order first seen."""
+    keys = dict.fromkeys(k for r in rows for k in r if k.startswith("downstream_"))
+    return [k[len("downstream_"):] for k in keys if not k.endswith(("_final", "_majority"))]
+
+
+def downstream_gains(rows: list[dict], task: str) -> list[dict]:
+    """Per fraction and reused width: reuse - scratch of the task's score (higher is better), paired by seed, with
+    its interval: paired_gains on the negated score, whose gain scratch - reuse is then reuse - scratch."""
+    column = f"downstream_{task}"
+    negated = [{**r, column: -r[column]} for r in rows if isinstance(r.get(column), float)]
+    out = []
+    for g in paired_gains(negated, column):
+        flip = [(-mean, half) for mean, half in (g["scratch"], g["reuse"])]
+        out.append({**g, "scratch": flip[0], "reuse": flip[1], "verdict": SCORE_VERDICTS.get(g["verdict"],
+                                                                                            g["verdict"])})
+    return out
+
+
+def downstream_lines(rows: list[dict]) -> list[str]:
+    """Per task: its dev score per fraction, width and method over seeds, beside the valid log-perplexity, and the
+    paired reuse gain in that score."""
+    from reuse.glue import TASKS
+
+    lines = []
+    for task in downstream_tasks(rows):
+        column = f"downstream_{task}"
+        scored = [r for r in rows if isinstance(r.get(column), float)]
+        metric = TASKS[task].metric if task in TASKS else "score"
+        majority = sorted({round(r[f"{column}_majority"], 4) for r in scored if f"{column}_majority" in r})
+        lines += ["", f"## Downstream: {task} ({metric} on its dev set)", "",
+                  f"Each run's kept model fine-tuned on `{task}` with a fresh head (`reuse.finetune`, the run's seed); "
+                  f"score: the best dev {metric} over the fine-tune's evaluations (final: at its last step). "
+                  f"Majority-class baseline on the same dev set: "
+                  f"{', '.join(f'{m:.4f}' for m in majority) or 'not recorded'}. {len(scored)} of {len(rows)} runs "
+                  f"have a score.", "",
+                  "| fraction | model | params (M) | method | seeds | best valid log-ppl | score (best) | final |",
+                  "| ---: | --- | ---: | --- | ---: | ---: | ---: | ---: |"]
+        for (fraction, parameters, method), runs in groups(scored).items():
+            lines.append(f"| {fraction:g} | {runs[0]['model']} | {parameters / 1e6:.2f} | {method} | {len(runs)} | "
+                         f"{fmt(*t_interval([r[LOSS] for r in runs]))} | "
+                         f"{fmt(*t_interval([r[column] for r in runs]), digits=4)} | "
+                         f"{fmt(*t_interval([r[column + '_final'] for r in runs]), digits=4)} |")
+        gains = downstream_gains(scored, task)
+        if not gains:
+            lines += ["", f"No reuse gain in {task}: no width has both a scratch and a reuse score at one seed."]
+            continue
+        lines += ["", f"Reuse gain in {task} (reuse - scratch, paired by seed; above 0: reuse fine-tunes better):", "",
+                  "| fraction | model (M params) | seeds | scratch | reuse | gain (reuse - scratch) | "
+                  "distinguishable from 0 |", "| ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for g in gains:
+            lines.append(f"| {g['fraction']:g} | {g['parameters'] / 1e6:.2f} | {len(g['seeds'])} | "
+                         f"{fmt(*g['scratch'], digits=4)} | {fmt(*g['reuse'], digits=4)} | "
+                         f"{fmt(*g['gain'], digits=4)} | {g['verdict']} |")
+    return lines
+
+
 def write_report(grid: dict, rows: list[dict], results: Path, figure: Path, baseline: float | None,
                  seconds: float) -> Path:
     from reuse.transfer import analyse
@@ -143,6 +204,7 @@ def write_report(grid: dict, rows: list[dict], results: Path, figure: Path, base
                      f"{fmt(*g['reuse'])} | {fmt(*g['gain'], digits=3)} | {g['verdict']} |")
     lines += ["", "Paired by seed: scratch and reuse of one seed trained on the same data blocks.", "",
               "## Shape of the curves", ""] + shapes(summary)
+    lines += downstream_lines(rows)
     lines += ["", "## Every run", "", "After growth: a reused run's valid loss before its first step (its parent's "
               "best was its start).", "",
               "| run | seed | steps | best step | epochs | regime | after growth | final | best |",

@@ -25,6 +25,8 @@ NUMERIC = {"parameters", "fraction", "data_tokens", "training_tokens", "epochs",
            "final_log_ppl", "best_log_ppl", "train_flops", "chain_flops", "wall_time_s"}
 INTEGER = {"seed", "steps", "best_step"}
 REGIMES = ("data-limited", "compute-limited", "unsettled", "unevaluated")
+# A grid with a downstream section adds downstream_<task>, _final and _majority (reuse.downstream) after COLUMNS.
+DOWNSTREAM = "downstream_"
 
 
 class ResultsError(Exception):
@@ -69,7 +71,8 @@ def write_results(rows: list[dict], path: str | Path) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        extra = sorted({k for r in rows for k in r if k.startswith(DOWNSTREAM)})
+        writer = csv.DictWriter(f, fieldnames=COLUMNS + extra, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, path)
@@ -90,7 +93,7 @@ def read_results(path: str | Path, needed: tuple[str, ...] = ("parameters", "fra
         raise ResultsError(f"{path} needs the columns {sorted(needed)} and at least one row")
     for number, row in enumerate(rows, start=2):
         row.setdefault("seed", "0")
-        for key in NUMERIC | INTEGER:
+        for key in NUMERIC | INTEGER | {k for k in row if k.startswith(DOWNSTREAM)}:
             if row.get(key) not in (None, ""):
                 try:
                     row[key] = int(row[key]) if key in INTEGER else float(row[key])

@@ -92,6 +92,11 @@ def load_grid(path: str | Path) -> dict:
         raise SweepError(f"grid {path} sets patience but no valid_data: early stopping needs a valid split")
     if not transfer and not grid.get("valid_data"):
         raise SweepError(f"grid {path} lacks 'valid_data': the results table and the report compare valid losses")
+    from reuse.downstream import DownstreamError, check_downstream
+    try:
+        check_downstream(grid)
+    except (DownstreamError, ModelError) as e:
+        raise SweepError(f"grid {path}: {e}") from e
     return grid
 
 
@@ -369,6 +374,11 @@ def main(argv: list[str] | None = None) -> None:
         start = time.time()
         status = execute(runs, grid, snap, workers, gpus, executor, threads)
         rows = collect(runs, snap)
+        if grid.get("downstream"):  # every finished checkpoint fine-tuned on the grid's tasks (cached per run)
+            from reuse.downstream import add_columns, run_downstream
+            downstream, failed_downstream = run_downstream(runs, grid, snap, status, workers, threads)
+            add_columns(rows, downstream)
+            status.update({f"downstream {f}": "failed" for f in failed_downstream})
         write_results(rows, results / "results.csv")
         if rows and "targets" in grid:
             from reuse.transfer import main as transfer_main
