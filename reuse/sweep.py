@@ -266,9 +266,14 @@ def launch(run: Run, cmd: list[str], env: dict, executor, log_dir: Path):
 
 def execute(runs: list[Run], grid: dict, snap: Path, workers: int = 1, gpus: list[str] | None = None,
             executor=None, threads: int = 0, progress=print) -> dict[str, str]:
-    """Run everything not yet done, parents first; returns run_id -> done/failed/skipped."""
+    """Run everything not yet done, parents first; returns run_id -> done/failed/skipped. Runs with the longest
+    chain of dependants start first, so a reuse chain does not end the sweep alone on one worker."""
     status = {r.run_id: "done" for r in runs if is_done(snap, r)}
-    pending = [r for r in runs if r.run_id not in status]
+    below = {r.run_id: 0 for r in runs}
+    for r in reversed(runs):  # parents come before children: one pass from the end sees every chain
+        if r.parent in below:
+            below[r.parent] = max(below[r.parent], below[r.run_id] + 1)
+    pending = sorted((r for r in runs if r.run_id not in status), key=lambda r: -below[r.run_id])
     running: dict[str, tuple] = {}
     free_slots = list(gpus) if gpus else [str(i) for i in range(workers)]
     total = len(runs)
