@@ -22,7 +22,6 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,6 +30,7 @@ from tqdm import tqdm
 
 from reuse import checkpoint as ckpt
 from reuse.cli import add_dataclass_arguments, dataclass_from_args
+from reuse.config import ConfigError, TrainConfig, check_config
 from reuse.data import DataError, inspect_tokens, load_blocks, mask_tokens
 from reuse.dropout import use_cpu_dropout
 from reuse.evaluate import evaluate_blocks, model_inputs, special_ids
@@ -38,55 +38,6 @@ from reuse.grow import GrowthError
 from reuse.model import (ModelError, build_model, causal_lm_loss, count_parameters, flops_per_step, is_causal,
                          load_config, load_model, masked_lm_loss, matmul_peak)
 from reuse.tokenize import TokenizeError, load_tokenizer
-
-
-@dataclass
-class TrainConfig:
-    train_data: str = field(default="", metadata={"help": "tokenized training split, <file>.<tokenizer>.hdf5"})
-    valid_data: str = field(default="", metadata={"help": "tokenized valid split for periodic evaluation"})
-    output_dir: str = field(default="", metadata={"help": "run folder: checkpoints, logs, final model"})
-    config: str = field(default="", metadata={"help": "model config JSON (configs/*.json); with --init-from and "
-                                                      "--grow-method, the larger target"})
-    init_from: str = field(default="", metadata={"help": "warm-start from this checkpoint folder"})
-    grow_method: str = field(default="", metadata={"help": "grow --init-from into --config with this operator"})
-    grow_depth_method: str = field(default="stack", metadata={"help": "growth in depth: stack or interleave"})
-    grow_mapping: str = field(default="cyclic", metadata={"help": "which small unit each new unit copies: cyclic "
-                                                                 "or random"})
-    grow_noise: float = field(default=0.0, metadata={"help": "std of Gaussian noise on the copied units' weights; "
-                                                             "breaks their symmetry when nothing else does "
-                                                             "(dropout 0)"})
-    tokenizer: str = field(default="", metadata={"help": "default: the tokenizer named by the training data"})
-    fraction: float = field(default=1.0, metadata={"help": "fraction of training blocks, nested across values"})
-    block_size: int = 126
-    batch_size: int = field(default=256, metadata={"help": "global batch, in sequences"})
-    micro_batch_size: int = field(default=0, metadata={"help": "sequences per forward pass per process; "
-                                                               "0 = the whole per-process share"})
-    max_steps: int = field(default=0, metadata={"help": "optimizer steps; 0 = derive from --epochs"})
-    epochs: float = 1.0
-    lr: float = 2e-4
-    warmup: float = field(default=0.06, metadata={"help": "warm-up: a fraction of the steps if < 1, else steps"})
-    weight_decay: float = 0.01
-    adam_beta2: float = 0.98
-    adam_eps: float = 1e-6
-    grad_clip: float = 1.0
-    dropout: float = field(default=-1.0, metadata={"help": "override hidden and attention dropout; -1 keeps the "
-                                                           "config's"})
-    mlm_probability: float = 0.15
-    seed: int = 0
-    eval_every: int = 200
-    eval_batches: int = field(default=50, metadata={"help": "valid batches per periodic evaluation"})
-    eval_batch_size: int = 64
-    patience: int = field(default=0, metadata={"help": "stop after this many evaluations without a new best valid "
-                                                       "loss (0 = never); the run then ends at its best loss, in best/"})
-    save_every: int = 200
-    keep_last: int = 2
-    log_every: int = 10
-    device: str = field(default="", metadata={"help": "cuda or cpu; default cuda when available"})
-    bf16: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (fp32 on CPU always)"})
-    compile: bool = False
-    threads: int = field(default=0, metadata={"help": "CPU threads per process; 0 = torch's default"})
-    resume: bool = False
-    overwrite: bool = False
 
 
 class TrainError(Exception):
@@ -257,11 +208,8 @@ def evaluate_and_keep_best(state, model, valid_blocks, tokenizer, device, cfg, r
 
 # ---------------------------------------------------------------------------------------------------- the run
 def train(cfg: TrainConfig) -> dict:
+    check_config(cfg)
     rank, world, device = setup_distributed(cfg)
-    if not cfg.output_dir or not cfg.train_data:
-        raise TrainError("--output-dir and --train-data are required")
-    if cfg.patience and not cfg.valid_data:
-        raise TrainError(f"--patience {cfg.patience} needs --valid-data: early stopping watches the valid loss")
     if cfg.batch_size % world:
         raise TrainError(f"--batch-size {cfg.batch_size} is not divisible by {world} processes")
     share = cfg.batch_size // world
@@ -413,7 +361,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = dataclass_from_args(TrainConfig, parser.parse_args(argv))
     try:
         summary = train(cfg)
-    except (TrainError, DataError, ModelError, TokenizeError, ckpt.CheckpointError, GrowthError) as e:
+    except (TrainError, ConfigError, DataError, ModelError, TokenizeError, ckpt.CheckpointError,
+            GrowthError) as e:
         sys.exit(f"error: {e}")
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary, indent=2))

@@ -11,7 +11,8 @@ from conftest import run
 from reuse import checkpoint as ckpt
 from reuse.model import build_model, load_config
 from reuse.tokenize import load_tokenizer, tokenize_file
-from reuse.train import TrainConfig, lr_lambda, make_optimizer
+from reuse.config import TrainConfig
+from reuse.train import lr_lambda, make_optimizer
 
 STATE = {"step": 0, "wall_time": 0.0, "flops": 0.0, "best_valid": math.inf, "best_step": -1, "valid": None,
          "stale_evals": 0, "stopped_early": False}

@@ -1,0 +1,120 @@
+"""The training run's settings (`TrainConfig`, one field per `reuse.train` option) and the checks they must pass
+before any work starts: a bad value is one line naming the option and what to give instead, never a run that
+trains nothing or a traceback from deep inside. Sweeps check every planned run's settings with the same function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+
+class ConfigError(ValueError):
+    """A setting that cannot train; the message names the option and what to do."""
+
+
+@dataclass
+class TrainConfig:
+    train_data: str = field(default="", metadata={"help": "tokenized training split, <file>.<tokenizer>.hdf5"})
+    valid_data: str = field(default="", metadata={"help": "tokenized valid split for periodic evaluation"})
+    output_dir: str = field(default="", metadata={"help": "run folder: checkpoints, logs, final model"})
+    config: str = field(default="", metadata={"help": "model config JSON (configs/*.json); with --init-from and "
+                                                      "--grow-method, the larger target"})
+    init_from: str = field(default="", metadata={"help": "warm-start from this checkpoint folder"})
+    grow_method: str = field(default="", metadata={"help": "grow --init-from into --config with this operator"})
+    grow_depth_method: str = field(default="stack", metadata={"help": "growth in depth: stack or interleave"})
+    grow_mapping: str = field(default="cyclic", metadata={"help": "which small unit each new unit copies: cyclic "
+                                                                 "or random"})
+    grow_noise: float = field(default=0.0, metadata={"help": "std of Gaussian noise on the copied units' weights; "
+                                                             "breaks their symmetry when nothing else does "
+                                                             "(dropout 0)"})
+    tokenizer: str = field(default="", metadata={"help": "default: the tokenizer named by the training data"})
+    fraction: float = field(default=1.0, metadata={"help": "fraction of training blocks, nested across values"})
+    block_size: int = 126
+    batch_size: int = field(default=256, metadata={"help": "global batch, in sequences"})
+    micro_batch_size: int = field(default=0, metadata={"help": "sequences per forward pass per process; "
+                                                               "0 = the whole per-process share"})
+    max_steps: int = field(default=0, metadata={"help": "optimizer steps; 0 = derive from --epochs"})
+    epochs: float = 1.0
+    lr: float = 2e-4
+    warmup: float = field(default=0.06, metadata={"help": "warm-up: a fraction of the steps if < 1, else steps"})
+    weight_decay: float = 0.01
+    adam_beta2: float = 0.98
+    adam_eps: float = 1e-6
+    grad_clip: float = 1.0
+    dropout: float = field(default=-1.0, metadata={"help": "override hidden and attention dropout; -1 keeps the "
+                                                           "config's"})
+    mlm_probability: float = 0.15
+    seed: int = 0
+    eval_every: int = 200
+    eval_batches: int = field(default=50, metadata={"help": "valid batches per periodic evaluation"})
+    eval_batch_size: int = 64
+    patience: int = field(default=0, metadata={"help": "stop after this many evaluations without a new best valid "
+                                                       "loss (0 = never); the run then ends at its best loss, in best/"})
+    save_every: int = 200
+    keep_last: int = 2
+    log_every: int = 10
+    device: str = field(default="", metadata={"help": "cuda or cpu; default cuda when available"})
+    bf16: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (fp32 on CPU always)"})
+    compile: bool = False
+    threads: int = field(default=0, metadata={"help": "CPU threads per process; 0 = torch's default"})
+    resume: bool = False
+    overwrite: bool = False
+
+
+POSITIVE = ("batch_size", "block_size", "eval_every", "eval_batches", "eval_batch_size", "save_every", "log_every")
+NONNEGATIVE = ("micro_batch_size", "max_steps", "patience", "keep_last", "threads", "seed", "weight_decay",
+               "grow_noise")
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Raise ConfigError for the first setting that is missing, out of range or contradicts another."""
+    if not cfg.output_dir or not cfg.train_data:
+        raise ConfigError("--output-dir and --train-data are required")
+    for name in POSITIVE:
+        if not getattr(cfg, name) > 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, not {getattr(cfg, name)}")
+    for name in NONNEGATIVE:
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, not {value}")
+    for name, high in {"lr": math.inf, "epochs": math.inf, "grad_clip": math.inf, "adam_eps": 1, "adam_beta2": 1,
+                       "mlm_probability": 1}.items():
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and 0 < value < high):  # NaN fails every comparison
+            raise ConfigError(f"--{name.replace('_', '-')} {value} is outside (0, {high})")
+    if not 0 < cfg.fraction <= 1:
+        raise ConfigError(f"--fraction {cfg.fraction} is outside (0, 1]")
+    if not (cfg.dropout == -1 or 0 <= cfg.dropout < 1):
+        raise ConfigError(f"--dropout {cfg.dropout} must be in [0, 1), or -1 to keep the config's")
+    if not (math.isfinite(cfg.warmup) and cfg.warmup >= 0):
+        raise ConfigError(f"--warmup {cfg.warmup} must be a fraction of the steps (< 1) or a number of steps (>= 1)")
+    if cfg.patience and not cfg.valid_data:
+        raise ConfigError(f"--patience {cfg.patience} needs --valid-data: early stopping watches the valid loss")
+    if cfg.init_from and cfg.config and not cfg.grow_method:
+        raise ConfigError(f"--init-from {cfg.init_from} with --config {cfg.config} but no --grow-method: the run "
+                          f"would train the checkpoint as it is while its config names another model; add "
+                          f"--grow-method net2net to grow it, or drop --config")
+    if cfg.grow_method and not cfg.init_from:
+        raise ConfigError(f"--grow-method {cfg.grow_method} needs --init-from, the smaller model to grow")
+
+
+def config_from_dict(values: dict) -> TrainConfig:
+    """A TrainConfig from a grid's recipe (YAML values), each converted to its field's type; an unknown key or an
+    unconvertible value is a ConfigError naming it."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown training option(s) {', '.join(unknown)} (see python -m reuse.train --help)")
+    converted = {}
+    for name, value in values.items():
+        kind = {"float": float, "int": int, "bool": bool, "str": str}[str(fields[name].type)]
+        if kind is bool and not isinstance(value, bool) or kind is int and isinstance(value, float):
+            raise ConfigError(f"{name}: {value!r} is not {'true or false' if kind is bool else 'an integer'}")
+        try:
+            converted[name] = kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: {value!r} is not {'a number' if kind in (int, float) else 'a ' + kind.__name__}") \
+                from None
+    return TrainConfig(**converted)
