@@ -39,8 +39,10 @@ def test_demo_grid_plans_scratch_and_reuse_ladders_with_seeds():
     assert ids["bert-n2n-2L-128H-0.02D"].parent == "bert-2L-64H-0.02D"
     assert ids["bert-n2n-2L-192H-0.02D-s2"].parent == "bert-n2n-2L-128H-0.02D-s2"
     assert ids["bert-n2n-2L-192H-0.2D"].parent == "bert-n2n-2L-128H-0.2D"
-    same = {k: v for k, v in ids["bert-2L-192H-0.02D"].args.items() if k != "grow_method"}
-    assert same == {k: v for k, v in ids["bert-n2n-2L-192H-0.02D"].args.items() if k != "grow_method"}  # one recipe
+    scratch, reuse = ids["bert-2L-192H-0.02D"].args, ids["bert-n2n-2L-192H-0.02D"].args
+    # the same recipe but for the peak lr (each method's chosen from two) and the growth settings
+    differ = {k for k in set(scratch) | set(reuse) if scratch.get(k) != reuse.get(k)}
+    assert differ == {"lr", "grow_method", "grow_noise"} and (scratch["lr"], reuse["lr"]) == (1e-3, 2e-4)
     assert ids["bert-2L-64H-0.02D"].args["patience"] == 4 and ids["bert-2L-64H-0.02D"].args["max_steps"] == 3000
     assert ids["bert-2L-64H-0.2D"].args["max_steps"] == 1000  # fraction_args
     order = [r.run_id for r in runs]

@@ -2,8 +2,7 @@
 
 Protocol of the paper: for each task (domain, task, model), fit on the points with Training = 1 and extrapolate to
 those with Training = 0; score by the RMSE of log predictions, with the standard error
-sqrt(mu + std(e^2) / sqrt(n)) - sqrt(mu), e^2 the per-point squared log errors and mu their mean. M4 is set up per
-domain as the authors' notebook sets it (M4_SETTINGS).
+sqrt(mu + std(e^2) / sqrt(n)) - sqrt(mu), e^2 the per-point squared log errors and mu their mean.
 """
 
 from __future__ import annotations
@@ -21,10 +20,6 @@ from reuse.scaling.estimators import ESTIMATORS, ScalingError
 
 DATA = Path(__file__).parent / "data"
 DOMAINS = ("IC", "NMT", "LM", "BB")
-# The notebook of the reference (revisiting_neural_scaling_laws.ipynb) starts e_0 at 1.0 (1.001 on BIG-Bench) and
-# bounds it by 1 (+ 1e-3) where the loss is an error rate or a preferred metric in [0, 1], not for log-perplexities.
-M4_SETTINGS = {"IC": {"e_0_start": 1.0, "loss_bound": 1.0}, "NMT": {"e_0_start": 1.0}, "LM": {"e_0_start": 1.0},
-               "BB": {"e_0_start": 1.001, "loss_bound": 1.0}}
 
 
 @dataclass
@@ -65,15 +60,11 @@ def score(prediction: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     return math.sqrt(mu), math.sqrt(mu + float(np.std(e2)) / math.sqrt(len(e2))) - math.sqrt(mu)
 
 
-def make_estimator(method: str, domain: str):
-    return ESTIMATORS[method](**M4_SETTINGS[domain]) if method == "M4" else ESTIMATORS[method]()
-
-
 def evaluate_task(args: tuple[Task, str]) -> dict:
     task, method = args
     row = {"Domain": task.domain, "Task": task.task, "Model": task.model, "Method": method}
     try:
-        estimator = make_estimator(method, task.domain).fit(task.train_x, task.train_y)
+        estimator = ESTIMATORS[method]().fit(task.train_x, task.train_y)
         rmse, se = score(estimator.predict(task.test_x), task.test_y)
     except ScalingError as e:  # too few points for this estimator: reported, never a NaN
         return {**row, "RMSE": "", "SE": "", "note": str(e)}
