@@ -12,15 +12,15 @@ over the machine's matmul peak, measured here with a large fp32 (or bf16 on CUDA
 
 import argparse
 import time
-from types import SimpleNamespace
 
 import torch
 from transformers import DataCollatorForLanguageModeling
 
-from reuse.evaluate import special_ids
+from reuse.config import TrainConfig
 from reuse.model import build_model, flops_per_step, load_config, matmul_peak
 from reuse.tokenize import load_tokenizer
-from reuse.train import LossModule, lr_lambda, make_optimizer, place_model, train_step
+from reuse.objective import LossModule, objective_for
+from reuse.train import lr_lambda, make_optimizer, train_step, use_speed_paths
 
 
 def sync(device):
@@ -96,18 +96,19 @@ def main():
             baseline_opt.step()
             baseline_opt.zero_grad(set_to_none=True)
 
-        model = place_model(build_model(config), device).train()
-        cfg = SimpleNamespace(batch_size=args.batch_size, micro_batch_size=0, mlm_probability=0.15, grad_clip=1.0,
-                              lr=1e-4, weight_decay=0.01, adam_beta2=0.98, adam_eps=1e-6)
-        optimizer = make_optimizer(model, cfg)
+        model = build_model(config)
+        objective = objective_for(config, tokenizer)
+        use_speed_paths(model, objective, device, amp)  # the trainer's own choice of kernels
+        model.train()
+        optimizer = make_optimizer(model, TrainConfig(lr=1e-4))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(10, 1000))
-        loss_fn = LossModule(model)
-        special = special_ids(tokenizer).to(device)
+        loss_fn = LossModule(model, objective)
         mask_gen = torch.Generator(device=device).manual_seed(0)
         device_ids = ids[:args.batch_size].to(device)
 
         def our_step():
-            train_step(model, loss_fn, optimizer, scheduler, device_ids, cfg, 0, 1, mask_gen, special, tokenizer, amp)
+            train_step(loss_fn, optimizer, scheduler, device_ids, objective=objective, mask_gen=mask_gen,
+                       grad_clip=1.0, autocast_dtype=amp)
 
         # Alternate the two, so a slow spell of the machine hits both, and keep each one's best round.
         t_base, t_ours = float("inf"), float("inf")

@@ -14,7 +14,9 @@ for the newest one that loads.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import pickle
 import re
@@ -40,6 +42,20 @@ LEFTOVER = re.compile(r"\.(tmp|old)-(step-\d+|best)-[0-9a-f]{8}")
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be used; the message says what to do."""
+
+
+@dataclasses.dataclass
+class TrainState:
+    """What the training loop carries from step to step, saved in every checkpoint's trainer_state.pt."""
+    step: int = 0
+    wall_time: float = 0.0                 # seconds inside training steps (evaluation and saving excluded)
+    flops: float = 0.0                     # model FLOPs of the steps so far (reuse.model.flops_per_step)
+    valid: float | None = None             # the latest valid log-perplexity
+    start_valid: float | None = None       # a warm start's valid log-perplexity before its first step
+    best_valid: float = math.inf
+    best_step: int = -1                    # -1: no evaluation yet
+    stale_evals: int = 0                   # evaluations since the last new best (early stopping counts these)
+    stopped_early: bool = False
 
 
 def _move_into(tmp: Path, target: Path) -> None:
@@ -77,12 +93,12 @@ def save_model(folder: Path, model, tokenizer, info: dict | None = None, extra=N
     _move_into(tmp, folder)
 
 
-def save_checkpoint(run_dir: Path, state: dict, model, tokenizer, optimizer, scheduler, mask_gen,
+def save_checkpoint(run_dir: Path, state: TrainState, model, tokenizer, optimizer, scheduler, mask_gen,
                     keep_last: int, run_config: Path | None = None) -> Path:
-    folder = Path(run_dir) / "checkpoints" / f"step-{state['step']:07d}"
+    folder = Path(run_dir) / "checkpoints" / f"step-{state.step:07d}"
     clean_leftovers(run_dir)
-    trainer_state = {"state": dict(state), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "mask_generator": mask_gen.get_state(), "torch_rng": torch.get_rng_state(),
+    trainer_state = {"state": dataclasses.asdict(state), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "mask_generator": mask_gen.get_state(), "torch_rng": torch.get_rng_state(),
                      "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
     save_model(folder, model, tokenizer, extra=lambda tmp: torch.save(trainer_state, tmp / STATE),
                run_config=run_config)
@@ -201,7 +217,7 @@ def load_weights(model, folder: Path) -> None:
     model.tie_weights()
 
 
-def load_trainer_state(folder: Path, model, optimizer, scheduler, mask_gen) -> dict:
+def load_trainer_state(folder: Path, model, optimizer, scheduler, mask_gen) -> TrainState:
     load_weights(model, folder)
     saved = read_trainer_state(folder)
     optimizer.load_state_dict(saved["optimizer"])
@@ -210,4 +226,5 @@ def load_trainer_state(folder: Path, model, optimizer, scheduler, mask_gen) -> d
     torch.set_rng_state(saved["torch_rng"])
     if saved["cuda_rng"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(saved["cuda_rng"])
-    return saved["state"]
+    known = {f.name for f in dataclasses.fields(TrainState)}
+    return TrainState(**{k: v for k, v in saved["state"].items() if k in known})

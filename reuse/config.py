@@ -6,6 +6,7 @@ trains nothing or a traceback from deep inside. Sweeps check every planned run's
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -29,22 +30,29 @@ class TrainConfig:
     grow_noise: float = field(default=0.0, metadata={"help": "std of Gaussian noise on the copied units' weights; "
                                                              "breaks their symmetry when nothing else does "
                                                              "(dropout 0)"})
-    tokenizer: str = field(default="", metadata={"help": "default: the tokenizer named by the training data"})
+    tokenizer: str | None = field(default=None, metadata={"help": "default: the tokenizer named by the training "
+                                                                  "data"})
     fraction: float = field(default=1.0, metadata={"help": "fraction of training blocks, nested across values"})
     block_size: int = 126
     batch_size: int = field(default=256, metadata={"help": "global batch, in sequences"})
-    micro_batch_size: int = field(default=0, metadata={"help": "sequences per forward pass per process; "
-                                                               "0 = the whole per-process share"})
-    max_steps: int = field(default=0, metadata={"help": "optimizer steps; 0 = derive from --epochs"})
-    epochs: float = 1.0
+    micro_batch_size: int | None = field(default=None, metadata={"help": "sequences per forward pass per process "
+                                                                         "(gradient accumulation); default: the "
+                                                                         "whole per-process share"})
+    max_steps: int | None = field(default=None, metadata={"help": "optimizer steps; default: --epochs over the "
+                                                                  "fraction's blocks"})
+    epochs: float = field(default=1.0, metadata={"help": "passes over the fraction's blocks, when --max-steps is "
+                                                         "not given"})
     lr: float = 2e-4
-    warmup: float = field(default=0.06, metadata={"help": "warm-up: a fraction of the steps if < 1, else steps"})
+    warmup_fraction: float = field(default=0.06, metadata={"help": "linear warm-up over this fraction of the "
+                                                                   "steps"})
+    warmup_steps: int | None = field(default=None, metadata={"help": "linear warm-up over this many steps "
+                                                                     "(replaces --warmup-fraction)"})
     weight_decay: float = 0.01
     adam_beta2: float = 0.98
     adam_eps: float = 1e-6
     grad_clip: float = 1.0
-    dropout: float = field(default=-1.0, metadata={"help": "override hidden and attention dropout; -1 keeps the "
-                                                           "config's"})
+    dropout: float | None = field(default=None, metadata={"help": "hidden and attention dropout; default: the "
+                                                                  "model config's"})
     mlm_probability: float = 0.15
     seed: int = 0
     eval_every: int = 200
@@ -55,17 +63,17 @@ class TrainConfig:
     save_every: int = 200
     keep_last: int = 2
     log_every: int = 10
-    device: str = field(default="", metadata={"help": "cuda or cpu; default cuda when available"})
+    device: str | None = field(default=None, metadata={"help": "cuda or cpu; default cuda when available"})
     bf16: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (fp32 on CPU always)"})
     compile: bool = False
-    threads: int = field(default=0, metadata={"help": "CPU threads per process; 0 = torch's default"})
+    threads: int | None = field(default=None, metadata={"help": "CPU threads per process; default: torch's"})
     resume: bool = False
     overwrite: bool = False
 
 
-POSITIVE = ("batch_size", "block_size", "eval_every", "eval_batches", "eval_batch_size", "save_every", "log_every")
-NONNEGATIVE = ("micro_batch_size", "max_steps", "patience", "keep_last", "threads", "seed", "weight_decay",
-               "grow_noise")
+POSITIVE = ("batch_size", "block_size", "eval_every", "eval_batches", "eval_batch_size", "save_every", "log_every",
+            "micro_batch_size", "max_steps", "threads")
+NONNEGATIVE = ("patience", "keep_last", "seed", "weight_decay", "grow_noise", "warmup_steps")
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -73,11 +81,12 @@ def check_config(cfg: TrainConfig) -> None:
     if not cfg.output_dir or not cfg.train_data:
         raise ConfigError("--output-dir and --train-data are required")
     for name in POSITIVE:
-        if not getattr(cfg, name) > 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, not {getattr(cfg, name)}")
+        value = getattr(cfg, name)
+        if value is not None and not value > 0:  # None: not given, resolved by the trainer
+            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, not {value}")
     for name in NONNEGATIVE:
         value = getattr(cfg, name)
-        if not (math.isfinite(value) and value >= 0):
+        if value is not None and not (math.isfinite(value) and value >= 0):
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, not {value}")
     for name, high in {"lr": math.inf, "epochs": math.inf, "grad_clip": math.inf, "adam_eps": 1, "adam_beta2": 1,
                        "mlm_probability": 1}.items():
@@ -86,10 +95,13 @@ def check_config(cfg: TrainConfig) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} {value} is outside (0, {high})")
     if not 0 < cfg.fraction <= 1:
         raise ConfigError(f"--fraction {cfg.fraction} is outside (0, 1]")
-    if not (cfg.dropout == -1 or 0 <= cfg.dropout < 1):
-        raise ConfigError(f"--dropout {cfg.dropout} must be in [0, 1), or -1 to keep the config's")
-    if not (math.isfinite(cfg.warmup) and cfg.warmup >= 0):
-        raise ConfigError(f"--warmup {cfg.warmup} must be a fraction of the steps (< 1) or a number of steps (>= 1)")
+    if not (cfg.dropout is None or 0 <= cfg.dropout < 1):
+        raise ConfigError(f"--dropout {cfg.dropout} must be in [0, 1); leave it out to keep the model config's")
+    if not 0 <= cfg.warmup_fraction < 1:
+        raise ConfigError(f"--warmup-fraction {cfg.warmup_fraction} is outside [0, 1); for a number of steps give "
+                          f"--warmup-steps")
+    if cfg.device is not None and cfg.device.split(":")[0] not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {cfg.device}: give cpu, cuda or cuda:N")
     if cfg.patience and not cfg.valid_data:
         raise ConfigError(f"--patience {cfg.patience} needs --valid-data: early stopping watches the valid loss")
     if cfg.init_from and cfg.config and not cfg.grow_method:
@@ -109,7 +121,10 @@ def config_from_dict(values: dict) -> TrainConfig:
         raise ConfigError(f"unknown training option(s) {', '.join(unknown)} (see python -m reuse.train --help)")
     converted = {}
     for name, value in values.items():
-        kind = {"float": float, "int": int, "bool": bool, "str": str}[str(fields[name].type)]
+        kind = {"float": float, "int": int, "bool": bool, "str": str}[str(fields[name].type).removesuffix(" | None")]
+        if value is None and str(fields[name].type).endswith("| None"):
+            converted[name] = None
+            continue
         if kind is bool and not isinstance(value, bool) or kind is int and isinstance(value, float):
             raise ConfigError(f"{name}: {value!r} is not {'true or false' if kind is bool else 'an integer'}")
         try:
@@ -118,3 +133,15 @@ def config_from_dict(values: dict) -> TrainConfig:
             raise ConfigError(f"{name}: {value!r} is not {'a number' if kind in (int, float) else 'a ' + kind.__name__}") \
                 from None
     return TrainConfig(**converted)
+
+
+def resolve(cfg: TrainConfig, *, model_config, tokenizer: str, world_size: int, device: str, max_steps: int,
+            dropout: float) -> dict:
+    """What run_config.json records: every option with its derived value filled in (no None left for the trainer
+    to decide later), and the model's config contents, so the file alone says what was trained and re-runs it."""
+    warmup_steps = cfg.warmup_steps if cfg.warmup_steps is not None else int(cfg.warmup_fraction * max_steps)
+    model = {k: v for k, v in model_config.to_dict().items() if not k.startswith("_") and k != "transformers_version"}
+    resolved = {**dataclasses.asdict(cfg), "tokenizer": tokenizer, "world_size": world_size, "device": device,
+                "max_steps": max_steps, "warmup_steps": max(1, warmup_steps), "dropout": dropout,
+                "micro_batch_size": cfg.micro_batch_size or cfg.batch_size // world_size, "model": model}
+    return json.loads(json.dumps(resolved))  # as the file will read back (JSON keys are strings: id2label's are not)

@@ -100,6 +100,11 @@ def load_blocks(path: str | Path, block_size: int = 126, fraction: float = 1.0, 
     return out
 
 
+def special_ids(tokenizer) -> torch.Tensor:
+    """The ids masking never touches."""
+    return torch.tensor(sorted(set(tokenizer.all_special_ids)))
+
+
 def add_special_tokens(blocks: torch.Tensor, cls_id: int, sep_id: int) -> torch.Tensor:
     """[CLS] + block + [SEP] for every row, as int64 input ids."""
     n = blocks.shape[0]

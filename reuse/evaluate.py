@@ -25,62 +25,54 @@ import torch
 from torch.utils.data import DataLoader, SequentialSampler
 from tqdm import tqdm
 
-from reuse.data import BlockDataset, DataError, add_special_tokens, inspect_tokens, load_blocks, mask_tokens
-from reuse.model import (ModelError, causal_lm_loss, checkpoint_config, count_parameters, is_causal, load_model,
-                         masked_lm_loss)
+from reuse.data import BlockDataset, DataError, inspect_tokens, load_blocks
+from reuse.model import ModelError, checkpoint_config, count_parameters, is_causal, load_model
+from reuse.objective import objective_for
 from reuse.runs import parse_run_name
 from reuse.tokenize import TokenizeError, load_tokenizer
 
 
-def special_ids(tokenizer) -> torch.Tensor:
-    return torch.tensor(sorted(set(tokenizer.all_special_ids)))
-
-
-def model_inputs(blocks: torch.Tensor, tokenizer, config) -> torch.Tensor:
-    """Input ids of a batch of blocks: [CLS] + block + [SEP] for an MLM, the block itself for a causal LM."""
-    if is_causal(config):
-        return blocks.long()
-    return add_special_tokens(blocks, tokenizer.cls_token_id, tokenizer.sep_token_id)
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host batch onto the device without making the host wait: pinned memory, then an asynchronous copy."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 @torch.no_grad()
 def score_batches(model, batches: Iterable[torch.Tensor], tokenizer, device: torch.device,
                   generator: torch.Generator | None = None, autocast_dtype: torch.dtype | None = None) -> dict:
     """Score batches of input ids on `device`: an MLM's masks are drawn on the CPU (global generator unless one is
-    given); a causal LM is scored on every next token."""
+    given); a causal LM is scored on every next token.
+
+    Each batch's count of predicted tokens is known on the host (its masks are drawn there) and its summed loss stays
+    on the device until the end, so the loop never waits on the device between batches.
+    """
     model.eval()
-    special = special_ids(tokenizer)
-    causal = is_causal(model.config)
-    batch_losses, total_loss, total_masked = [], 0.0, 0
+    objective = objective_for(model.config, tokenizer)
+    loss_sums, counts = [], []
     for input_ids in batches:
-        if causal:
-            masked = input_ids.shape[0] * (input_ids.shape[1] - 1)
-        else:
-            inputs, labels = mask_tokens(input_ids, special, tokenizer.mask_token_id, len(tokenizer),
-                                         generator=generator)
-            masked = int((labels != -100).sum())
-        if masked == 0:  # a loss over no tokens is undefined; such a batch adds nothing to either mean
+        inputs, labels, predicted = objective.targets(input_ids, generator)
+        predicted = int(predicted)  # host tensors: no device sync
+        if predicted == 0:  # a loss over no tokens is undefined; such a batch adds nothing to either mean
             continue
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            if causal:
-                loss_sum = causal_lm_loss(model, input_ids.to(device), reduction="sum").item()
-            else:
-                loss_sum = masked_lm_loss(model, inputs.to(device), labels.to(device), reduction="sum").item()
-        batch_losses.append(loss_sum / masked)
-        total_loss += loss_sum
-        total_masked += masked
-    if not batch_losses:
+            loss_sums.append(objective.loss_sum(model, to_device(inputs, device), to_device(labels, device)).float())
+        counts.append(predicted)
+    if not loss_sums:
         raise DataError("no batch had a masked token: the evaluation data is too small")
-    return {"log_ppl": float(np.mean(batch_losses)), "log_ppl_token": total_loss / total_masked,
-            "batches": len(batch_losses), "masked_tokens": total_masked}
+    sums = torch.stack(loss_sums).double().cpu()
+    counts = torch.tensor(counts, dtype=torch.float64)
+    return {"log_ppl": float((sums / counts).mean()), "log_ppl_token": float(sums.sum() / counts.sum()),
+            "batches": len(counts), "masked_tokens": int(counts.sum())}
 
 
 def evaluate_blocks(model, blocks: torch.Tensor, tokenizer, device: torch.device, batch_size: int = 64,
                     seed: int = 0, autocast_dtype: torch.dtype | None = None) -> dict:
     """In-memory blocks, masks from a private generator: the trainer's periodic evaluation, global RNG untouched."""
     generator = torch.Generator().manual_seed(seed)
-    batches = (model_inputs(blocks[i:i + batch_size], tokenizer, model.config)
-               for i in range(0, len(blocks), batch_size))
+    objective = objective_for(model.config, tokenizer)
+    batches = (objective.input_ids(blocks[i:i + batch_size]) for i in range(0, len(blocks), batch_size))
     return score_batches(model, batches, tokenizer, device, generator, autocast_dtype)
 
 

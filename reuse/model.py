@@ -146,15 +146,16 @@ class LinearCrossEntropy(torch.autograd.Function):
 
 
 def masked_lm_loss(model: PreTrainedModel, input_ids: torch.Tensor, labels: torch.Tensor,
-                   reduction: str = "sum") -> torch.Tensor:
+                   reduction: str = "sum", fused: bool = False) -> torch.Tensor:
     """Cross-entropy over masked positions, with the head computed on those positions only.
 
-    No attention mask: every block has the same length, so nothing is padded.
+    No attention mask: every block has the same length, so nothing is padded. `fused` (chosen by
+    reuse.train.use_speed_paths: CPU fp32 training) computes the vocabulary projection and the loss in one step while
+    gradients are on; evaluation, and anything without gradients, keeps the library's cross-entropy.
     """
     hidden = model.base_model(input_ids=input_ids).last_hidden_state
     selected = labels != IGNORE_INDEX
-    if (reduction == "sum" and torch.is_grad_enabled() and hidden.device.type == "cpu"
-            and hidden.dtype == torch.float32):
+    if fused and reduction == "sum" and torch.is_grad_enabled():
         decoder = model.get_output_embeddings()
         return LinearCrossEntropy.apply(head_features(model, hidden[selected]), decoder.weight, decoder.bias,
                                         labels[selected])

@@ -9,7 +9,6 @@ and the report says so instead of printing a number that looks like evidence.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from pathlib import Path
 

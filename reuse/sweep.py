@@ -17,6 +17,7 @@ dependants are skipped. Results are gathered into one table, `results.csv`, in t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -36,6 +37,7 @@ from reuse.model import ModelError, is_checkpoint
 from reuse.report import write_report
 from reuse.results import run_regime, write_results
 from reuse.runs import model_tag, run_name
+from reuse.transfer import TransferError
 
 
 @dataclass
@@ -147,18 +149,17 @@ def check_batches(grid: dict, runs: list[Run]) -> None:
                              f"lower batch_size")
 
 
-def train_command(run: Run, grid: dict, snap: Path) -> list[str]:
-    args = train_args(run, grid, snap)
-    cmd = [sys.executable, "-m", "reuse.train"]
-    for key, value in args.items():
-        if value in ("", None):
-            continue
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            cmd.append(flag if value else "--no-" + flag[2:])
-        else:
-            cmd += [flag, str(value)]
-    return cmd
+def train_command(run: Run, grid: dict, snap: Path, threads: int | None = None) -> list[str]:
+    """`python -m reuse.train --args-file <snap>/args/<run>.json`: the run's settings handed over as one file, not
+    re-spelled as flags, so every TrainConfig field (growth options included) reaches the trainer as the grid wrote
+    it; run_config.json in the run folder then records them resolved."""
+    args = {k: v for k, v in train_args(run, grid, snap).items() if v not in ("", None)}
+    if threads:
+        args["threads"] = threads
+    path = snap / "args" / f"{run.run_id}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dataclasses.asdict(config_from_dict(args)), indent=2))  # typed: 1e-3, not "1e-3"
+    return [sys.executable, "-m", "reuse.train", "--args-file", str(path)]
 
 
 def train_args(run: Run, grid: dict, snap: Path) -> dict:
@@ -230,9 +231,7 @@ def execute(runs: list[Run], grid: dict, snap: Path, workers: int = 1, gpus: lis
             elif parent_state == "done" and free_slots:
                 slot = free_slots.pop(0)
                 env = {"CUDA_VISIBLE_DEVICES": slot} if gpus else {}
-                cmd = train_command(run, grid, snap)
-                if threads and not gpus:
-                    cmd += ["--threads", str(threads)]
+                cmd = train_command(run, grid, snap, threads if not gpus else None)
                 running[run.run_id] = (launch(run, cmd, env, executor, snap / "logs"), slot, time.time())
                 pending.remove(run)
                 progress(f"started {run.run_id}")
@@ -328,8 +327,8 @@ def main(argv: list[str] | None = None) -> None:
             status.update({f"downstream {f}": "failed" for f in failed_downstream})
         write_results(rows, results / "results.csv")
         if rows and "targets" in grid:
-            from reuse.transfer import main as transfer_main
-            transfer_main([str(results / "results.csv")])
+            from reuse.transfer import write_transfer
+            write_transfer(results / "results.csv")
         elif rows:
             from reuse.evaluate import unigram_baseline
             from reuse.plot import figure_4a
@@ -338,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
                                         inspect_tokens(grid["train_data"]).vocab_size) if grid.get("valid_data") else None
             figure = figure_4a(rows, results / "curves.png", loss="best_log_ppl", baseline=baseline)
             write_report(grid, rows, results, figure, baseline, time.time() - start)
-    except (SweepError, DataError, ModelError) as e:
+    except (SweepError, DataError, ModelError, TransferError) as e:
         sys.exit(f"error: {e}")
     failed = [r for r, s in status.items() if s != "done"]
     print(f"{len(rows)} runs in {results / 'results.csv'}" + (f"; not done: {', '.join(failed)}" if failed else ""))

@@ -15,28 +15,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import math
 import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from reuse import checkpoint as ckpt
+from reuse.checkpoint import TrainState
 from reuse.cli import add_dataclass_arguments, dataclass_from_args
-from reuse.config import ConfigError, TrainConfig, check_config
-from reuse.data import DataError, inspect_tokens, load_blocks, mask_tokens
+from reuse.config import ConfigError, TrainConfig, check_config, resolve
+from reuse.data import DataError, inspect_tokens, load_blocks
 from reuse.dropout import use_cpu_dropout
-from reuse.evaluate import evaluate_blocks, model_inputs, special_ids
+from reuse.evaluate import evaluate_blocks, to_device
 from reuse.grow import GrowthError
-from reuse.model import (ModelError, build_model, causal_lm_loss, count_parameters, flops_per_step, is_causal,
-                         load_config, load_model, masked_lm_loss, matmul_peak)
+from reuse.model import ModelError, build_model, count_parameters, flops_per_step, load_config, load_model
+from reuse.objective import CausalLM, LossModule, MaskedLM, objective_for
+from reuse.runlog import RunLog
 from reuse.tokenize import TokenizeError, load_tokenizer
 
 
@@ -111,11 +112,29 @@ def make_model(cfg: TrainConfig):
     return build_model(load_config(cfg.config)), None
 
 
-def place_model(model, device: torch.device):
-    """Move the model to its device; on CPU, with the cheaper dropout (reuse.dropout: same p, same checkpoints)."""
+def set_dropout(model, dropout: float | None) -> float:
+    """Override the model's dropout (under the config's own names, BERT/RoBERTa or GPT-2, so the saved config.json
+    says what was trained); returns the dropout the run trains with."""
+    names = [n for n in ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop",
+                         "attn_pdrop") if hasattr(model.config, n)]
+    if dropout is None:
+        return getattr(model.config, names[0])
+    for name in names:
+        setattr(model.config, name, dropout)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = dropout
+    return dropout
+
+
+def use_speed_paths(model, objective, device: torch.device, autocast_dtype: torch.dtype | None):
+    """The CPU speed paths, chosen here for the trainer and the benchmark alike. On CPU in fp32: the cheaper dropout
+    (reuse.dropout: same p, same checkpoints) and the fused vocabulary projection + cross-entropy
+    (reuse.model.LinearCrossEntropy, training only). On GPUs the library's kernels are already the fast ones."""
     model.to(device)
     if device.type == "cpu":
         use_cpu_dropout(model)
+    objective.fused_head = not objective.causal and device.type == "cpu" and autocast_dtype is None
     return model
 
 
@@ -130,84 +149,41 @@ def lr_lambda(warmup_steps: int, total_steps: int):
 def make_optimizer(model, cfg: TrainConfig):
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]  # biases and LayerNorm
-    # fused: one kernel for all parameters instead of a loop over ~200 small tensors (the optimizer step of
-    # bert-12L-64H on 2 CPU cores: 1.8 ms instead of 8.3 ms).
+    # fused: one kernel for all parameters instead of a loop over ~200 small tensors, on CPU (the optimizer step of
+    # bert-12L-64H on 2 CPU cores: 1.8 ms instead of 8.3 ms) as on CUDA.
     return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                               {"params": no_decay, "weight_decay": 0.0}],
                              lr=cfg.lr, betas=(0.9, cfg.adam_beta2), eps=cfg.adam_eps, fused=True)
 
 
-# ---------------------------------------------------------------------------------------------------- the step
-def train_step(model, loss_fn, optimizer, scheduler, input_ids, cfg, rank, world, mask_gen, special, tokenizer,
-               autocast_dtype):
-    """One optimizer step on one global batch; returns (mean loss per predicted token, grad norm, predicted
-    tokens). Predicted tokens are the masked ones for an MLM, every next token for a causal LM."""
-    if is_causal(model.config):
-        inputs = labels = input_ids
-        global_masked = torch.tensor(float(input_ids.shape[0] * (input_ids.shape[1] - 1)), device=input_ids.device)
-    else:
-        inputs, labels = mask_tokens(input_ids, special, tokenizer.mask_token_id, len(tokenizer),
-                                     cfg.mlm_probability, generator=mask_gen)
-        global_masked = (labels != -100).sum().float()
-    share = cfg.batch_size // world
-    inputs, labels = inputs[rank * share:(rank + 1) * share], labels[rank * share:(rank + 1) * share]
-    micro = cfg.micro_batch_size or share
-    loss_total = torch.zeros((), device=input_ids.device)
-    for start in range(0, share, micro):
-        accumulating = world > 1 and start + micro < share
-        with loss_fn.no_sync() if accumulating else contextlib.nullcontext(), \
-                torch.autocast(input_ids.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            loss_sum = loss_fn(inputs[start:start + micro], labels[start:start + micro])
-        # DDP averages gradients over ranks, hence the factor world: the sum is then the global mean's gradient.
-        (loss_sum * world / global_masked).backward()
-        loss_total += loss_sum.detach()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    if world > 1:
-        dist.all_reduce(loss_total)
-    return (loss_total / global_masked).item(), grad_norm.item(), int(global_masked.item())
+@dataclass
+class Run:
+    """Everything the loop uses, built once by `setup`."""
+    cfg: TrainConfig
+    rank: int
+    world: int
+    device: torch.device
+    out: Path
+    model: torch.nn.Module
+    tokenizer: object
+    objective: MaskedLM | CausalLM
+    loss_module: torch.nn.Module       # the model's summed loss, compiled and/or DDP-wrapped
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    mask_gen: torch.Generator          # MLM masks, on the device, identical on every rank
+    autocast_dtype: torch.dtype | None
+    blocks: torch.Tensor               # the fraction's training blocks
+    valid_blocks: torch.Tensor | None
+    steps_per_epoch: int
+    max_steps: int
+    seq_len: int
+    state: TrainState
+    log: RunLog
+    epoch_order: tuple[int, torch.Tensor] = (-1, torch.empty(0))  # (epoch, its block order), made once per epoch
 
 
-class LossModule(torch.nn.Module):
-    """The summed loss as a module, so that DDP (which reduces gradients through its wrapper's forward) and
-    torch.compile see the whole computation."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-        self.causal = is_causal(model.config)
-
-    def forward(self, inputs, labels):
-        return causal_lm_loss(self.model, inputs) if self.causal else masked_lm_loss(self.model, inputs, labels)
-
-
-def evaluate_and_keep_best(state, model, valid_blocks, tokenizer, device, cfg, rank, world, out, writer, log,
-                           autocast_dtype) -> None:
-    """Evaluate on the valid blocks (rank 0), log it, save best/ on a new best, count evaluations without one."""
-    if rank == 0:
-        result = evaluate_blocks(model, valid_blocks, tokenizer, device, cfg.eval_batch_size,
-                                 autocast_dtype=autocast_dtype)
-        state["valid"] = result["log_ppl"]
-        writer.add_scalar("valid/log_ppl", result["log_ppl"], state["step"])
-        log.write(json.dumps({"step": state["step"], "valid_log_ppl": result["log_ppl"]}) + "\n")
-        log.flush()
-        if result["log_ppl"] < state["best_valid"]:
-            state["best_valid"], state["best_step"], state["stale_evals"] = result["log_ppl"], state["step"], 0
-            ckpt.save_model(out / "best", model, tokenizer, {"step": state["step"], **result},
-                            run_config=out / "run_config.json")
-        else:
-            state["stale_evals"] += 1
-    if world > 1:  # every rank must agree to stop
-        flag = torch.tensor([float(state["stale_evals"])], device=device)
-        dist.broadcast(flag, 0)
-        state["stale_evals"] = int(flag.item())
-    model.train()
-
-
-# ---------------------------------------------------------------------------------------------------- the run
-def train(cfg: TrainConfig) -> dict:
+def setup(cfg: TrainConfig) -> Run:
+    """Check, load and build everything before the first step; a bad input fails here, before any work is spent."""
     check_config(cfg)
     rank, world, device = setup_distributed(cfg)
     if cfg.batch_size % world:
@@ -221,14 +197,8 @@ def train(cfg: TrainConfig) -> dict:
     if model.config.vocab_size != len(tokenizer):
         raise TrainError(f"the model has vocab_size {model.config.vocab_size} but tokenizer {info.tokenizer!r} has "
                          f"{len(tokenizer)} tokens: use a config with vocab_size {len(tokenizer)}")
-    if cfg.dropout >= 0:
-        # The config's own names (BERT/RoBERTa or GPT-2), so the saved config.json says what was trained.
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop", "attn_pdrop"):
-            if hasattr(model.config, name):
-                setattr(model.config, name, cfg.dropout)
-        for module in model.modules():
-            if isinstance(module, torch.nn.Dropout):
-                module.p = cfg.dropout
+    dropout = set_dropout(model, cfg.dropout)
+    objective = objective_for(model.config, tokenizer, cfg.mlm_probability)
     blocks = load_blocks(cfg.train_data, cfg.block_size, cfg.fraction, cfg.seed)
     steps_per_epoch = len(blocks) // cfg.batch_size
     if steps_per_epoch == 0:
@@ -238,116 +208,160 @@ def train(cfg: TrainConfig) -> dict:
     valid_blocks = load_blocks(cfg.valid_data, cfg.block_size)[:cfg.eval_batches * cfg.eval_batch_size] \
         if cfg.valid_data else None
 
-    resolved = {**dataclasses.asdict(cfg), "max_steps": max_steps, "world_size": world,
-                "tokenizer": cfg.tokenizer or info.tokenizer}
+    resolved = resolve(cfg, model_config=model.config, tokenizer=cfg.tokenizer or info.tokenizer, world_size=world,
+                       device=device.type, max_steps=max_steps, dropout=dropout)
     resume = prepare_output_dir(cfg, resolved, rank)
     out = Path(cfg.output_dir)
     if growth is not None and rank == 0:
         (out / "growth.json").write_text(json.dumps(growth))
 
-    place_model(model, device)
+    autocast_dtype = torch.bfloat16 if device.type == "cuda" and cfg.bf16 else None
+    use_speed_paths(model, objective, device, autocast_dtype)
     optimizer = make_optimizer(model, cfg)
-    warmup = int(cfg.warmup * max_steps) if cfg.warmup < 1 else int(cfg.warmup)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(max(1, warmup), max_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(resolved["warmup_steps"], max_steps))
     mask_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     torch.manual_seed(cfg.seed)
-    state = {"step": 0, "wall_time": 0.0, "flops": 0.0, "best_valid": math.inf, "best_step": -1, "valid": None,
-             "stale_evals": 0, "stopped_early": False}
+    state = TrainState()
     latest = ckpt.latest(out) if resume else None
     if latest is not None:
         state = ckpt.load_trainer_state(latest, model, optimizer, scheduler, mask_gen)
         if rank == 0:
-            print(f"resuming from {latest} at step {state['step']}", flush=True)
+            print(f"resuming from {latest} at step {state.step}", flush=True)
     if dist.is_initialized():
         dist.barrier()
 
-    autocast_dtype = torch.bfloat16 if device.type == "cuda" and cfg.bf16 else None
-    loss_module = LossModule(model)
+    loss_module = LossModule(model, objective)
     if cfg.compile:
         loss_module = torch.compile(loss_module)
     if world > 1:
         loss_module = torch.nn.parallel.DistributedDataParallel(
             loss_module, device_ids=[device.index] if device.type == "cuda" else None)
-    special = special_ids(tokenizer).to(device)
-    seq_len = cfg.block_size if is_causal(model.config) else cfg.block_size + 2  # MLM blocks get [CLS], [SEP]
-    writer, peak = None, None
-    if rank == 0:
-        from tensorboardX import SummaryWriter
-        writer = SummaryWriter(str(out / "tb"))
-        peak = matmul_peak(device, autocast_dtype or torch.float32) * world  # world: a peer per process
-    bar = tqdm(total=max_steps, initial=state["step"], desc=out.name, disable=None if rank == 0 else True)
-    log = open(out / "log.jsonl", "a") if rank == 0 else None
-    perm, perm_epoch = None, -1
-    window_start, window_tokens, window_flops = time.perf_counter(), 0, 0.0
-    if valid_blocks is not None and cfg.init_from and state["step"] == 0:
+    log = RunLog(out, max_steps, state.step, device, autocast_dtype, world, cfg.log_every, enabled=rank == 0)
+    return Run(cfg, rank, world, device, out, model, tokenizer, objective, loss_module, optimizer, scheduler,
+               mask_gen, autocast_dtype, blocks, valid_blocks, steps_per_epoch, max_steps,
+               objective.seq_len(cfg.block_size), state, log)
+
+
+# ---------------------------------------------------------------------------------------------------- the step
+def train_step(loss_module, optimizer, scheduler, input_ids, *, objective, mask_gen, grad_clip: float,
+               micro_batch_size: int | None = None, rank: int = 0, world: int = 1,
+               autocast_dtype: torch.dtype | None = None) -> tuple[float, float, int]:
+    """One optimizer step on one global batch of input ids; returns (mean loss per predicted token, grad norm,
+    predicted tokens), read from the device once."""
+    inputs, labels, global_predicted = objective.targets(input_ids, mask_gen)
+    share = input_ids.shape[0] // world
+    inputs, labels = inputs[rank * share:(rank + 1) * share], labels[rank * share:(rank + 1) * share]
+    micro = micro_batch_size or share
+    loss_total = torch.zeros((), device=input_ids.device)
+    for start in range(0, share, micro):
+        accumulating = world > 1 and start + micro < share
+        with loss_module.no_sync() if accumulating else contextlib.nullcontext(), \
+                torch.autocast(input_ids.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            loss_sum = loss_module(inputs[start:start + micro], labels[start:start + micro])
+        # DDP averages gradients over ranks, hence the factor world: the sum is then the global mean's gradient.
+        (loss_sum * world / global_predicted).backward()
+        loss_total += loss_sum.detach()
+    grad_norm = torch.nn.utils.clip_grad_norm_(loss_module.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    if world > 1:
+        dist.all_reduce(loss_total)
+    loss, norm, predicted = torch.stack([loss_total / global_predicted, grad_norm.float(),
+                                         global_predicted.float()]).tolist()
+    return loss, norm, int(predicted)
+
+
+def get_batch(run: Run, step: int) -> torch.Tensor:
+    """The global batch of a step. An epoch's order depends only on (seed, epoch), so a resumed run needs no data
+    state and draws the batches an uninterrupted run would."""
+    epoch, position = divmod(step, run.steps_per_epoch)
+    if run.epoch_order[0] != epoch:
+        generator = torch.Generator().manual_seed(run.cfg.seed * 1_000_003 + epoch)
+        run.epoch_order = (epoch, torch.randperm(len(run.blocks), generator=generator))
+    index = run.epoch_order[1][position * run.cfg.batch_size:(position + 1) * run.cfg.batch_size]
+    return to_device(run.objective.input_ids(run.blocks[index]), run.device)
+
+
+def evaluate_and_keep_best(run: Run) -> None:
+    """Evaluate on the valid blocks (rank 0), log it, save best/ on a new best, count evaluations without one."""
+    state = run.state
+    if run.rank == 0:
+        result = evaluate_blocks(run.model, run.valid_blocks, run.tokenizer, run.device, run.cfg.eval_batch_size,
+                                 autocast_dtype=run.autocast_dtype)
+        state.valid = result["log_ppl"]
+        run.log.valid(state.step, state.valid)
+        if state.valid < state.best_valid:
+            state.best_valid, state.best_step, state.stale_evals = state.valid, state.step, 0
+            ckpt.save_model(run.out / "best", run.model, run.tokenizer, {"step": state.step, **result},
+                            run_config=run.out / "run_config.json")
+        else:
+            state.stale_evals += 1
+    if run.world > 1:  # every rank must agree to stop
+        flag = torch.tensor([float(state.stale_evals)], device=run.device)
+        dist.broadcast(flag, 0)
+        state.stale_evals = int(flag.item())
+    run.model.train()
+
+
+# ---------------------------------------------------------------------------------------------------- the run
+def train(cfg: TrainConfig) -> dict:
+    run = setup(cfg)
+    state, evaluating = run.state, run.valid_blocks is not None
+    if evaluating and cfg.init_from and state.step == 0:
         # A warm start is evaluated before its first step: the loss right after growth (what the operator kept),
         # and a start that training never improves on stays the best model.
-        evaluate_and_keep_best(state, model, valid_blocks, tokenizer, device, cfg, rank, world, out, writer, log,
-                               autocast_dtype)
-        state["start_valid"] = state["valid"]
-    model.train()
-    end = state["step"] if state.get("stopped_early") else max_steps  # a run that stopped early stays stopped
-    for step in range(state["step"], end):
-        epoch, position = divmod(step, steps_per_epoch)
-        if epoch != perm_epoch:  # the order of an epoch depends only on (seed, epoch): resuming needs no data state
-            perm = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
-            perm_epoch = epoch
-        index = perm[position * cfg.batch_size:(position + 1) * cfg.batch_size]
-        input_ids = model_inputs(blocks[index], tokenizer, model.config).to(device)
-        t0 = time.perf_counter()
-        loss, grad_norm, masked = train_step(model, loss_module, optimizer, scheduler, input_ids, cfg, rank, world,
-                                             mask_gen, special, tokenizer, autocast_dtype)
-        state["wall_time"] += time.perf_counter() - t0
+        evaluate_and_keep_best(run)
+        state.start_valid = state.valid
+    run.model.train()
+    end = state.step if state.stopped_early else run.max_steps  # a run that stopped early stays stopped
+    for step in range(state.step, end):
+        input_ids = get_batch(run, step)
+        started = time.perf_counter()
+        loss, grad_norm, predicted = train_step(
+            run.loss_module, run.optimizer, run.scheduler, input_ids, objective=run.objective, mask_gen=run.mask_gen,
+            grad_clip=cfg.grad_clip, micro_batch_size=cfg.micro_batch_size, rank=run.rank, world=run.world,
+            autocast_dtype=run.autocast_dtype)
+        state.wall_time += time.perf_counter() - started
         if not math.isfinite(loss):
             raise TrainError(f"the loss became {loss} at step {step + 1}; the last good checkpoint is kept in "
-                             f"{out / 'checkpoints'}: lower --lr or check the data")
-        state["step"] = step + 1
-        step_flops = flops_per_step(model.config, cfg.batch_size, seq_len, masked)
-        state["flops"] += step_flops
-        window_tokens += cfg.batch_size * seq_len
-        window_flops += step_flops
-        if rank == 0:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}")
-            if state["step"] % cfg.log_every == 0 or state["step"] == max_steps:
-                elapsed = time.perf_counter() - window_start
-                record = {"step": state["step"], "loss": loss, "lr": scheduler.get_last_lr()[0],
-                          "grad_norm": grad_norm, "tokens_per_s": window_tokens / elapsed,
-                          "mfu": window_flops / elapsed / peak}
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                for key, value in record.items():
-                    if key != "step":
-                        writer.add_scalar(f"train/{key}", value, state["step"])
-                window_start, window_tokens, window_flops = time.perf_counter(), 0, 0.0
-        last = state["step"] == max_steps
-        if valid_blocks is not None and (state["step"] % cfg.eval_every == 0 or last):
-            evaluate_and_keep_best(state, model, valid_blocks, tokenizer, device, cfg, rank, world, out, writer, log,
-                                   autocast_dtype)
-            if cfg.patience and state["stale_evals"] >= cfg.patience and not last:
-                state["stopped_early"] = last = True
-        if rank == 0 and (state["step"] % cfg.save_every == 0 or last):
-            ckpt.save_checkpoint(out, state, model, tokenizer, optimizer, scheduler, mask_gen, cfg.keep_last,
-                                 run_config=out / "run_config.json")
+                             f"{run.out / 'checkpoints'}: lower --lr or check the data")
+        state.step = step + 1
+        step_flops = flops_per_step(run.model.config, cfg.batch_size, run.seq_len, predicted)
+        state.flops += step_flops
+        last = state.step == run.max_steps
+        run.log.train(state.step, loss, grad_norm, run.scheduler.get_last_lr()[0], cfg.batch_size * run.seq_len,
+                      step_flops, force=last)
+        if evaluating and (state.step % cfg.eval_every == 0 or last):
+            evaluate_and_keep_best(run)
+            if cfg.patience and state.stale_evals >= cfg.patience and not last:
+                state.stopped_early = last = True
+        if run.rank == 0 and (state.step % cfg.save_every == 0 or last):
+            ckpt.save_checkpoint(run.out, state, run.model, run.tokenizer, run.optimizer, run.scheduler,
+                                 run.mask_gen, cfg.keep_last, run_config=run.out / "run_config.json")
         if dist.is_initialized():
             dist.barrier()
-        if state["stopped_early"]:
-            if rank == 0:
-                print(f"early stop at step {state['step']}: {cfg.patience} evaluations without improvement; "
-                      f"best valid {state['best_valid']:.4f} at step {state['best_step']}", flush=True)
+        if state.stopped_early:
+            if run.rank == 0:
+                print(f"early stop at step {state.step}: {cfg.patience} evaluations without improvement; "
+                      f"best valid {state.best_valid:.4f} at step {state.best_step}", flush=True)
             break
-    bar.close()
-    summary = {"steps": state["step"], "tokens_seen": state["step"] * cfg.batch_size * seq_len,
-               "parameters": count_parameters(model), "train_flops": state["flops"], "wall_time_s": state["wall_time"],
-               "final_valid_log_ppl": state["valid"], "start_valid_log_ppl": state.get("start_valid"),
-               "best_valid_log_ppl": state["best_valid"] if state["best_step"] >= 0 else None,
-               "best_step": state["best_step"], "stopped_early": state["stopped_early"], "fraction": cfg.fraction,
-               "training_blocks": len(blocks), "epochs": state["step"] * cfg.batch_size / len(blocks)}
-    if rank == 0:
-        ckpt.save_model(out, model, tokenizer)  # the run folder itself is a save_pretrained folder
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        writer.close()
-        log.close()
+    return finish(run)
+
+
+def finish(run: Run) -> dict:
+    """The run folder becomes a save_pretrained folder of the final model, with summary.json beside it."""
+    state, cfg = run.state, run.cfg
+    summary = {"steps": state.step, "tokens_seen": state.step * cfg.batch_size * run.seq_len,
+               "parameters": count_parameters(run.model), "train_flops": state.flops, "wall_time_s": state.wall_time,
+               "final_valid_log_ppl": state.valid, "start_valid_log_ppl": state.start_valid,
+               "best_valid_log_ppl": state.best_valid if state.best_step >= 0 else None,
+               "best_step": state.best_step, "stopped_early": state.stopped_early, "fraction": cfg.fraction,
+               "training_blocks": len(run.blocks), "epochs": state.step * cfg.batch_size / len(run.blocks)}
+    run.log.close()
+    if run.rank == 0:
+        ckpt.save_model(run.out, run.model, run.tokenizer)
+        (run.out / "summary.json").write_text(json.dumps(summary, indent=2))
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from reuse.results import ResultsError, read_results
+
 
 class TransferError(ValueError):
     """A table that cannot be analysed; the message says what is missing."""
@@ -170,23 +172,45 @@ def plot_transfer(rows: list[dict], table: list[dict], out: Path, data_column: s
 
 
 def read_table(path: Path, data_column: str, loss: str) -> list[dict]:
-    if not path.is_file():
-        raise TransferError(f"{path} does not exist")
+    """A sweep's results table (reuse.results: one schema for every reader), with the columns used here numeric."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise TransferError(f"{path} is not a CSV table ({e})") from e
-    missing = {"parameters", "method", data_column, loss} - set(rows[0] if rows else {})
-    if not rows or missing:
-        raise TransferError(f"{path} lacks the columns {sorted(missing)} (or has no rows)")
+        rows = read_results(path, needed=("parameters", "method", data_column, loss))
+    except ResultsError as e:
+        raise TransferError(str(e)) from None
     for n, r in enumerate(rows, 2):
         for key in ("parameters", data_column, loss):
             try:
-                r[key] = float(r[key])
+                r[key] = float(r[key])  # also a column the schema does not know as a number
             except (TypeError, ValueError):
                 raise TransferError(f"{path}:{n}: {key} is {r[key]!r}, not a number") from None
     return rows
+
+
+def write_transfer(results: Path, data_column: str = "data_tokens", loss: str = "best_log_ppl",
+                   out: Path | None = None) -> Path:
+    """transfer.csv (and its figure) beside a results table, printing each run's D_T; raises TransferError."""
+    rows = read_table(results, data_column, loss)
+    table = analyse(rows, data_column, loss)
+    out = out or results.with_name("transfer.csv")
+    columns = ["run_id", "method", "target", "parameters", "D_F", "loss", "D_E", "marker", "D_T", "D_F_over_D_E",
+               "note"]
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(table)
+    for t in table:
+        if "D_E" in t:
+            print(f"{t['run_id']:28s} N={t['parameters']:.3g} D_F={t['D_F']:.3g} D_E={t['marker']}{t['D_E']:.4g} "
+                  f"D_T={t['marker']}{t['D_T']:.3g}")
+        else:
+            print(f"{t['run_id']:28s} N={t['parameters']:.3g} D_F={t['D_F']:.3g} {t['marker']}: {t['note']}")
+    try:
+        law = fit_transfer_law(table)
+        print("D_T = k D_F^alpha N^beta: " + ", ".join(f"{k}={v:.3g}" for k, v in law.items()))
+    except TransferError as e:
+        print(f"transfer law not fitted: {e}")
+    print(plot_transfer(rows, table, out.with_suffix(".png"), data_column, loss))
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -201,27 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=output_file, help="output table (default transfer.csv beside the input)")
     args = parser.parse_args(argv)
     try:
-        rows = read_table(args.results, args.data_column, args.loss)
-        table = analyse(rows, args.data_column, args.loss)
-        out = args.out or args.results.with_name("transfer.csv")
-        columns = ["run_id", "method", "target", "parameters", "D_F", "loss", "D_E", "marker", "D_T", "D_F_over_D_E",
-                   "note"]
-        with open(out, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(table)
-        for t in table:
-            if "D_E" in t:
-                print(f"{t['run_id']:28s} N={t['parameters']:.3g} D_F={t['D_F']:.3g} D_E={t['marker']}{t['D_E']:.4g} "
-                      f"D_T={t['marker']}{t['D_T']:.3g}")
-            else:
-                print(f"{t['run_id']:28s} N={t['parameters']:.3g} D_F={t['D_F']:.3g} {t['marker']}: {t['note']}")
-        try:
-            law = fit_transfer_law(table)
-            print("D_T = k D_F^alpha N^beta: " + ", ".join(f"{k}={v:.3g}" for k, v in law.items()))
-        except TransferError as e:
-            print(f"transfer law not fitted: {e}")
-        print(plot_transfer(rows, table, out.with_suffix(".png"), args.data_column, args.loss))
+        write_transfer(args.results, args.data_column, args.loss, args.out)
     except TransferError as e:
         sys.exit(f"error: {e}")
 

@@ -1,7 +1,7 @@
 """Checkpoints that are not what save_checkpoint wrote: planted pickles, leftovers of killed saves, damaged files."""
 
+import dataclasses
 import json
-import math
 import sys
 
 import pytest
@@ -14,8 +14,7 @@ from reuse.tokenize import load_tokenizer, tokenize_file
 from reuse.config import TrainConfig
 from reuse.train import lr_lambda, make_optimizer
 
-STATE = {"step": 0, "wall_time": 0.0, "flops": 0.0, "best_valid": math.inf, "best_step": -1, "valid": None,
-         "stale_evals": 0, "stopped_early": False}
+STATE = ckpt.TrainState(wall_time=1.5, flops=2e9, valid=6.5, best_valid=6.25, best_step=1, stale_evals=1)
 
 
 def trainer_parts(seed=0):
@@ -38,7 +37,7 @@ def run_dir(tmp_path, bert_tok):
     for step in (1, 2):
         with torch.no_grad():
             model.bert.embeddings.word_embeddings.weight[0, 0] = step  # tell the checkpoints apart
-        ckpt.save_checkpoint(tmp_path, {**STATE, "step": step}, model, bert_tok, optimizer, scheduler, gen,
+        ckpt.save_checkpoint(tmp_path, dataclasses.replace(STATE, step=step), model, bert_tok, optimizer, scheduler, gen,
                              keep_last=2)
     return tmp_path
 
@@ -46,7 +45,7 @@ def run_dir(tmp_path, bert_tok):
 def test_real_trainer_state_loads_with_weights_only(run_dir):
     model, optimizer, scheduler, gen = trainer_parts(seed=5)
     state = ckpt.load_trainer_state(run_dir / "checkpoints" / "step-0000002", model, optimizer, scheduler, gen)
-    assert state == {**STATE, "step": 2}
+    assert state == dataclasses.replace(STATE, step=2)
     assert model.bert.embeddings.word_embeddings.weight[0, 0].item() == 2
     assert torch.equal(gen.get_state(), torch.Generator().manual_seed(1).get_state())
 
@@ -94,7 +93,7 @@ def test_leftovers_of_killed_saves_are_removed_and_nothing_else(run_dir):
     # A save cleans up too, for a run that is started again rather than resumed.
     leftovers[0].mkdir()
     model, optimizer, scheduler, gen = trainer_parts()
-    ckpt.save_checkpoint(run_dir, {**STATE, "step": 3}, model, load_tokenizer("bert-base-uncased"), optimizer,
+    ckpt.save_checkpoint(run_dir, dataclasses.replace(STATE, step=3), model, load_tokenizer("bert-base-uncased"), optimizer,
                          scheduler, gen, keep_last=2)
     assert not leftovers[0].exists()
     assert sorted(p.name for p in checkpoints.iterdir() if not p.name.startswith(".tmp-step-0000003-notours")) == \

@@ -14,14 +14,14 @@ GOOD = dict(train_data="d.hdf5", output_dir="out", config="c.json")
 
 
 @pytest.mark.parametrize("change,message", [
-    (dict(max_steps=-5), "--max-steps must be >= 0, not -5"),
+    (dict(max_steps=-5), "--max-steps must be > 0, not -5"),
     (dict(batch_size=0), "--batch-size must be > 0"),
     (dict(lr=0.0), "--lr 0.0 is outside"),
     (dict(lr=math.nan), "--lr nan is outside"),
     (dict(mlm_probability=1.5), "--mlm-probability 1.5 is outside (0, 1)"),
     (dict(fraction=0.0), "--fraction 0.0 is outside (0, 1]"),
     (dict(dropout=1.0), "--dropout 1.0 must be in [0, 1)"),
-    (dict(warmup=-0.1), "--warmup -0.1 must be"),
+    (dict(warmup_fraction=-0.1), "--warmup-fraction -0.1 is outside [0, 1)"),
     (dict(grow_noise=-0.5), "--grow-noise must be >= 0"),
     (dict(patience=3), "--patience 3 needs --valid-data"),
     (dict(init_from="small"), "but no --grow-method"),

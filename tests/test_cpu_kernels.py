@@ -19,7 +19,7 @@ def test_fused_head_loss_and_gradients_equal_the_full_logits_path(path):
     labels = torch.full_like(ids, -100)
     labels[:, ::3] = torch.randint(0, model.config.vocab_size, labels[:, ::3].shape)  # 42 rows: two chunks of 32
 
-    fused = masked_lm_loss(model, ids, labels)
+    fused = masked_lm_loss(model, ids, labels, fused=True)
     fused_grads = torch.autograd.grad(fused, list(model.parameters()))
     logits = model(input_ids=ids).logits
     reference = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="sum")
@@ -52,7 +52,7 @@ def test_evaluation_keeps_the_library_cross_entropy(monkeypatch):
                                    reduction="sum")
     monkeypatch.setattr(LinearCrossEntropy, "apply", lambda *a: pytest.fail("fused path used without gradients"))
     with torch.no_grad():
-        loss = masked_lm_loss(model, ids, ids)
+        loss = masked_lm_loss(model, ids, ids, fused=True)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
@@ -99,3 +99,23 @@ def test_cpu_dropout_model_computes_what_the_sdpa_model_computes(path, tmp_path)
     assert len(calls) == config.num_hidden_layers
     swapped.save_pretrained(tmp_path)
     assert dropout.ATTENTION not in (tmp_path / "config.json").read_text()
+
+
+def test_speed_paths_are_chosen_once_for_cpu_fp32_masked_lm_training():
+    from reuse.objective import objective_for
+    from reuse.tokenize import load_tokenizer
+    from reuse.train import use_speed_paths
+
+    tokenizer = load_tokenizer("bert-base-uncased")
+    mlm = build_model(load_config(CONFIGS[0]))
+    objective = objective_for(mlm.config, tokenizer)
+    use_speed_paths(mlm, objective, torch.device("cpu"), None)
+    assert objective.fused_head
+    assert not any(type(m) is torch.nn.Dropout for m in mlm.modules())  # swapped for the cheaper CPU dropout
+    assert any(isinstance(m, dropout.CPUDropout) for m in mlm.modules())
+    use_speed_paths(mlm, objective, torch.device("cpu"), torch.bfloat16)
+    assert not objective.fused_head  # the fused kernel is fp32 only
+    gpt2 = build_model(load_config("configs/gpt2-2L-64H.json"))
+    causal = objective_for(gpt2.config, tokenizer)
+    use_speed_paths(gpt2, causal, torch.device("cpu"), None)
+    assert not causal.fused_head

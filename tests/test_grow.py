@@ -8,7 +8,7 @@ from transformers import AutoConfig, AutoModelForMaskedLM
 
 from conftest import run
 from reuse.data import load_blocks, add_special_tokens, mask_tokens
-from reuse.evaluate import special_ids
+from reuse.data import special_ids
 from reuse.grow import GrowthError, grow, grow_checkpoint, plan_chain
 from reuse.model import build_model, count_parameters, load_config, masked_lm_loss
 

@@ -196,7 +196,7 @@ def test_notebook_runs_headless_on_tiny_checkpoints(tmp_path, embedded_dir, bert
     assert any("image/png" in o.get("data", {}) for o in outputs)
 
 
-def test_transfer_demo_grid_plans_pretraining_then_scratch_and_finetune_per_target():
+def test_transfer_demo_grid_plans_pretraining_then_scratch_and_finetune_per_target(tmp_path):
     runs = plan(load_grid("configs/transfer_demo.yaml"))
     ids = {r.run_id: r for r in runs}
     assert len(runs) == 2 * (1 + 2 * 3 * 2)
@@ -210,8 +210,10 @@ def test_transfer_demo_grid_plans_pretraining_then_scratch_and_finetune_per_targ
     order = [r.run_id for r in runs]
     assert order.index("gpt2-4L-128H-en") < order.index("gpt2-en2fr-4L-128H-0.01D")
     from reuse.sweep import train_command
-    cmd = train_command(tuned, load_grid("configs/transfer_demo.yaml"), ROOT / "snap")
-    assert "--init-from" in cmd and "--grow-method" not in cmd and "--patience" in cmd
+    train_command(tuned, load_grid("configs/transfer_demo.yaml"), tmp_path)
+    args = json.loads((tmp_path / "args" / "gpt2-en2es-4L-128H-0.1D.json").read_text())
+    assert args["init_from"] == str(tmp_path / "gpt2-4L-128H-en") and args["grow_method"] == ""
+    assert args["patience"] == 3 and args["config"] == ""  # fine-tuned as it is: the checkpoint's own config
 
 
 def test_every_growth_option_of_a_grid_reaches_the_trained_runs_config(tmp_path, embedded_dir):
@@ -230,6 +232,19 @@ def test_every_growth_option_of_a_grid_reaches_the_trained_runs_config(tmp_path,
     assert config["init_from"] == str(tmp_path / "snap" / "bert-2L-64H-0.5D" / "best")
     scratch = json.loads((tmp_path / "snap" / "bert-2L-64H-0.5D" / "run_config.json").read_text())
     assert scratch["grow_noise"] == 0.0  # growth options stay off the runs that do not grow
+
+
+def test_sweep_hands_the_trainer_one_typed_settings_file(tmp_path):
+    from reuse.sweep import Run, train_command
+
+    run = Run(run_id="bert-2L-64H-0.5D", model="configs/bert-2L-64H.json", method="scratch", fraction=0.5,
+              args={"lr": "1e-3", "max_steps": 3, "grow_noise": 0.5, "compile": False})
+    cmd = train_command(run, {"train_data": "t.hdf5", "valid_data": "v.hdf5"}, tmp_path, threads=2)
+    assert cmd[-2:] == ["--args-file", str(tmp_path / "args" / "bert-2L-64H-0.5D.json")] and "--lr" not in cmd
+    args = json.loads((tmp_path / "args" / "bert-2L-64H-0.5D.json").read_text())
+    assert args["lr"] == 1e-3 and args["max_steps"] == 3 and args["threads"] == 2 and args["compile"] is False
+    assert args["grow_noise"] == 0.0  # a scratch run grows nothing: the grid's growth options are not passed
+    assert args["output_dir"] == str(tmp_path / "bert-2L-64H-0.5D") and args["fraction"] == 0.5
 
 
 def test_folder_evaluation_includes_gpt2_and_seeded_runs(tmp_path, embedded_dir, bert_tokenizer):

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import ROOT, run
-from reuse.data import IGNORE_INDEX, mask_tokens
-from reuse.evaluate import evaluate_original, special_ids
+from reuse.data import IGNORE_INDEX, mask_tokens, special_ids
+from reuse.evaluate import evaluate_original
 from reuse.model import build_model, load_config, masked_lm_loss
 
 TINY = ["--config", "configs/bert-2L-64H.json", "--batch-size", "8", "--eval-batches", "2", "--log-every", "1"]
@@ -57,7 +57,12 @@ def test_loss_falls_and_checkpoints_load_without_project_code(embedded_dir, tmp_
     assert summary["steps"] == 60 and summary["tokens_seen"] == 60 * 16 * 128
     assert summary["train_flops"] > 0 and summary["parameters"] > 2_000_000
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-0000040", "step-0000060"]
-    assert json.loads((out / "run_config.json").read_text())["max_steps"] == 60
+    config = json.loads((out / "run_config.json").read_text())
+    # Resolved: every derived value filled in, and the model's own config recorded beside the options.
+    assert (config["max_steps"], config["warmup_steps"], config["micro_batch_size"]) == (60, 3, 16)
+    assert (config["dropout"], config["device"], config["world_size"]) == (0.1, "cpu", 1)
+    assert config["model"]["hidden_size"] == 64 and config["model"]["num_hidden_layers"] == 2
+    assert config["tokenizer"] == "bert-base-uncased"
     # Loading needs nothing from this project: a fresh interpreter with transformers only.
     code = ("import sys; from transformers import AutoModelForMaskedLM, AutoTokenizer\n"
             "for d in sys.argv[1:]:\n"
@@ -233,7 +238,7 @@ def test_output_folder_of_another_run_is_refused_unless_overwrite(embedded_dir, 
 def test_non_finite_loss_stops_with_a_clear_message(embedded_dir, tmp_path):
     out = tmp_path / "r"
     done = train([*TINY, *data_args(embedded_dir, valid=False), "--output-dir", str(out), "--max-steps", "20",
-                  "--lr", "1e30", "--warmup", "0", "--grad-clip", "1e30", "--save-every", "1"], check=False)
+                  "--lr", "1e30", "--warmup-steps", "0", "--grad-clip", "1e30", "--save-every", "1"], check=False)
     assert done.returncode != 0 and "the loss became" in done.stderr and "last good checkpoint" in done.stderr
     assert list((out / "checkpoints").iterdir()), "the checkpoints before the failure are kept"
 
@@ -264,7 +269,31 @@ def test_tiny_causal_lm_trains_stops_early_and_loads_with_auto_causal(embedded_d
     done = train(["--init-from", str(out), "--train-data", str(embedded_dir / "en.train.raw.roberta-bpe.hdf5"),
                   "--valid-data", str(embedded_dir / "en.valid.raw.roberta-bpe.hdf5"), "--output-dir", str(stop),
                   "--batch-size", "8", "--max-steps", "100", "--eval-every", "2", "--eval-batches", "1",
-                  "--lr", "1.0", "--warmup", "0", "--block-size", "32", "--patience", "2"])
+                  "--lr", "1.0", "--warmup-steps", "0", "--block-size", "32", "--patience", "2"])
     summary = json.loads((stop / "summary.json").read_text())
     assert summary["stopped_early"] and summary["steps"] < 100 and "early stop" in done.stdout
     assert summary["best_valid_log_ppl"] <= summary["final_valid_log_ppl"]
+
+
+def test_evaluation_scores_each_batch_as_the_library_loss_does(bert_tokenizer):
+    """The evaluation loop keeps each batch's loss on the device until the end; the figures must not change."""
+    from reuse.data import add_special_tokens
+    from reuse.evaluate import evaluate_blocks
+
+    torch.manual_seed(0)
+    model = build_model(load_config("configs/bert-2L-64H.json")).eval()
+    blocks = torch.randint(1000, 5000, (10, 20))
+    result = evaluate_blocks(model, blocks, bert_tokenizer, torch.device("cpu"), batch_size=4, seed=3)
+    generator, means, total, count = torch.Generator().manual_seed(3), [], 0.0, 0
+    for i in range(0, 10, 4):  # by hand: the same masks, each batch's mean from the library's own loss
+        ids = add_special_tokens(blocks[i:i + 4], bert_tokenizer.cls_token_id, bert_tokenizer.sep_token_id)
+        inputs, labels = mask_tokens(ids, special_ids(bert_tokenizer), bert_tokenizer.mask_token_id,
+                                     len(bert_tokenizer), generator=generator)
+        with torch.no_grad():
+            mean = model(input_ids=inputs, labels=labels).loss.item()
+        n = int((labels != IGNORE_INDEX).sum())
+        means.append(mean)
+        total, count = total + mean * n, count + n
+    assert result["batches"] == 3 and result["masked_tokens"] == count
+    assert result["log_ppl"] == pytest.approx(sum(means) / 3, rel=1e-5)
+    assert result["log_ppl_token"] == pytest.approx(total / count, rel=1e-5)
