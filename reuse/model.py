@@ -10,6 +10,7 @@ standard `BertForMaskedLM`/`RobertaForMaskedLM`, so checkpoints load anywhere wi
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from pathlib import Path
 
@@ -190,10 +191,16 @@ def flops_per_step(config: PretrainedConfig, sequences: int, seq_len: int, maske
     return 3.0 * (tokens * per_token + masked_tokens * head)
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048, reps: int = 10) -> float:
+@functools.lru_cache(maxsize=None)
+def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None, reps: int = 10,
+                budget_s: float = 0.5) -> float:
     """The machine's measured matmul throughput (FLOP/s) for the MFU denominator: a spec-sheet peak would flatter
-    nothing and is unknown for CPUs."""
+    nothing and is unknown for CPUs. Products of n x n matrices (default 2048 on CPU, 8192 on a GPU, which a smaller
+    product does not fill); at most `reps`, stopping once `budget_s` is spent: on 1 CPU thread one 2048^3 product
+    takes ~0.3 s, and every training run measures this at start."""
     import time
+
+    n = n or (8192 if device.type == "cuda" else 2048)
 
     # A private generator: drawing from the global one would shift a resumed run's dropout stream.
     gen = torch.Generator(device=device).manual_seed(0)
@@ -202,9 +209,10 @@ def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int
     a @ b
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(reps):
+    start, done = time.perf_counter(), 0
+    while done < reps and (done == 0 or time.perf_counter() - start < budget_s):
         a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return 2 * n ** 3 * reps / (time.perf_counter() - start)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        done += 1
+    return 2 * n ** 3 * done / (time.perf_counter() - start)
