@@ -10,6 +10,8 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from reuse.data import BLOCK_SIZE
+
 
 class ConfigError(ValueError):
     """A setting that cannot train; the message names the option and what to do."""
@@ -33,7 +35,8 @@ class TrainConfig:
     tokenizer: str | None = field(default=None, metadata={"help": "default: the tokenizer named by the training "
                                                                   "data"})
     fraction: float = field(default=1.0, metadata={"help": "fraction of training blocks, nested across values"})
-    block_size: int = 126
+    block_size: int = field(default=BLOCK_SIZE, metadata={"help": "tokens per block (the model sees 2 more for "
+                                                                  "an MLM: [CLS] and [SEP])"})
     batch_size: int = field(default=256, metadata={"help": "global batch, in sequences"})
     micro_batch_size: int | None = field(default=None, metadata={"help": "sequences per forward pass per process "
                                                                          "(gradient accumulation); default: the "

@@ -18,6 +18,8 @@ import torch
 from torch.utils.data import Dataset
 
 IGNORE_INDEX = -100
+# The paper's block: 126 tokens, 128 with [CLS] and [SEP]. Every default in the package is this one.
+BLOCK_SIZE = 126
 
 
 class DataError(Exception):
@@ -73,7 +75,7 @@ def select_blocks(num_blocks: int, fraction: float, seed: int) -> np.ndarray:
     return np.sort(order[:keep])
 
 
-def load_blocks(path: str | Path, block_size: int = 126, fraction: float = 1.0, seed: int = 0,
+def load_blocks(path: str | Path, block_size: int = BLOCK_SIZE, fraction: float = 1.0, seed: int = 0,
                 chunk_blocks: int = 8192) -> torch.Tensor:
     """The selected blocks as one int32 tensor [n, block_size], read in sequential chunks of the file.
 
@@ -117,7 +119,7 @@ class BlockDataset(Dataset):
     """Map-style dataset of [CLS] + block + [SEP]; opens the HDF5 file lazily in each process (DataLoader workers
     must not share an h5py handle opened before fork)."""
 
-    def __init__(self, path: str | Path, cls_id: int, sep_id: int, block_size: int = 126,
+    def __init__(self, path: str | Path, cls_id: int, sep_id: int, block_size: int = BLOCK_SIZE,
                  num_blocks: int | None = None):
         info = inspect_tokens(path)
         self.path, self.block_size, self.cls_id, self.sep_id = str(path), block_size, cls_id, sep_id

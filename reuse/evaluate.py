@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, SequentialSampler
 from tqdm import tqdm
 
-from reuse.data import BlockDataset, DataError, inspect_tokens, load_blocks
+from reuse.data import BLOCK_SIZE, BlockDataset, DataError, inspect_tokens, load_blocks
 from reuse.model import ModelError, checkpoint_config, count_parameters, is_causal, load_model
 from reuse.objective import objective_for
 from reuse.runs import parse_run_name
@@ -77,7 +77,7 @@ def evaluate_blocks(model, blocks: torch.Tensor, tokenizer, device: torch.device
 
 
 def evaluate_original(model, tokenizer, data: str | Path, device: torch.device, batch_size: int = 64,
-                      block_size: int = 126, max_batches: int | None = None) -> dict:
+                      block_size: int = BLOCK_SIZE, max_batches: int | None = None) -> dict:
     """The original project's evaluation, draw for draw (see the module docstring)."""
     random.seed(0)
     np.random.seed(0)
@@ -95,7 +95,7 @@ def evaluate_original(model, tokenizer, data: str | Path, device: torch.device, 
 
 
 def evaluate_checkpoint(model, tokenizer, data: str | Path, device: torch.device, batch_size: int = 64,
-                        block_size: int = 126, max_batches: int | None = None) -> dict:
+                        block_size: int = BLOCK_SIZE, max_batches: int | None = None) -> dict:
     """An MLM by the original protocol; a causal LM by its mean next-token loss over consecutive blocks (no
     randomness involved)."""
     if not is_causal(model.config):
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoints", nargs="+", help="checkpoint folders, Hub ids, or owner/repo/subfolder ids")
     parser.add_argument("--data", type=Path, required=True, help="a tokenized split, <file>.<tokenizer>.hdf5")
     parser.add_argument("--batch-size", type=positive_int, default=64)
-    parser.add_argument("--block-size", type=positive_int, default=126)
+    parser.add_argument("--block-size", type=positive_int, default=BLOCK_SIZE)
     parser.add_argument("--device", type=device_argument, default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--weighting", choices=("batch", "token"), default="batch",
                         help="batch: the original's mean of batch means; token: mean over masked tokens")

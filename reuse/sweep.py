@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from reuse.config import ConfigError, check_config, config_from_dict
+from reuse.config import ConfigError, TrainConfig, check_config, config_from_dict
 from reuse.data import DataError, inspect_tokens
 from reuse.grid import SweepError, grid_seeds, load_grid  # noqa: F401 (SweepError, load_grid: public here)
 from reuse.grow import GrowthError, plan_chain
@@ -136,7 +136,7 @@ def check_batches(grid: dict, runs: list[Run]) -> None:
     blocks_of = {}
     for run in runs:
         data = run.train_data or grid.get("train_data")
-        block_size, batch_size = int(run.args.get("block_size", 126)), int(run.args.get("batch_size", 256))
+        block_size, batch_size = int(run.args.get("block_size", TrainConfig.block_size)), int(run.args.get("batch_size", TrainConfig.batch_size))
         if (data, block_size) not in blocks_of:
             try:
                 blocks_of[(data, block_size)] = inspect_tokens(data).num_tokens // block_size

@@ -38,7 +38,7 @@ def test_bad_settings_are_refused(change, message):
 def test_the_cli_refuses_before_any_work(tmp_path):
     done = run([sys.executable, "-m", "reuse.train", "--config", "configs/bert-2L-64H.json", "--train-data",
                 str(tmp_path / "missing.hdf5"), "--output-dir", str(tmp_path / "r"), "--max-steps", "-5"], check=False)
-    assert done.returncode != 0 and done.stderr.strip() == "error: --max-steps must be >= 0, not -5"
+    assert done.returncode != 0 and done.stderr.strip() == "error: --max-steps must be > 0, not -5"
     assert not (tmp_path / "r").exists()  # refused before the missing data file was even looked at
 
 
@@ -60,7 +60,7 @@ def test_a_grid_with_a_bad_recipe_is_refused_before_any_run(tmp_path, embedded_d
             "train": {"batch_size": 8, "max_steps": -1}, "methods": {"scratch": {}}}
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(grid))
-    with pytest.raises(SweepError, match="run bert-2L-64H-0.5D: --max-steps must be >= 0"):
+    with pytest.raises(SweepError, match="run bert-2L-64H-0.5D: --max-steps must be > 0"):
         plan(load_grid(path))
     grid["train"] = {"batch_size": 8, "learning_rate": 1e-3}
     path.write_text(yaml.safe_dump(grid))
