@@ -86,8 +86,12 @@ def read_mapping(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise SystemExit(f"error: {path} does not exist")
-    with open(path) as f:
-        data = yaml.safe_load(f) if path.suffix in (".yaml", ".yml") else json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) if path.suffix in (".yaml", ".yml") else json.load(f)
+    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SystemExit(f"error: {path} is not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'} "
+                         f"({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise SystemExit(f"error: {path} must hold a mapping of field names to values")
     return data
@@ -111,8 +115,8 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
     parser.add_argument("--args-file", type=Path, help="JSON or YAML file with values for any of these fields")
 
 
-def dataclass_from_args(cls, args: argparse.Namespace):
-    """Defaults, then the --args-file values, then what was given on the command line."""
+def dataclass_values(cls, args: argparse.Namespace) -> dict:
+    """Defaults' overrides: the --args-file values, then what was given on the command line."""
     values = {}
     names = {f.name for f in dataclasses.fields(cls)}
     if getattr(args, "args_file", None):
@@ -122,4 +126,9 @@ def dataclass_from_args(cls, args: argparse.Namespace):
             raise SystemExit(f"error: {args.args_file} has unknown fields {sorted(unknown)}")
         values.update(from_file)
     values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
-    return cls(**values)
+    return values
+
+
+def dataclass_from_args(cls, args: argparse.Namespace):
+    """Defaults, then the --args-file values, then what was given on the command line."""
+    return cls(**dataclass_values(cls, args))

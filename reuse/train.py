@@ -29,8 +29,8 @@ import torch.distributed as dist
 
 from reuse import checkpoint as ckpt
 from reuse.checkpoint import TrainState
-from reuse.cli import add_dataclass_arguments, dataclass_from_args
-from reuse.config import ConfigError, TrainConfig, check_config, resolve
+from reuse.cli import add_dataclass_arguments, dataclass_values
+from reuse.config import ConfigError, TrainConfig, check_config, config_from_dict, resolve
 from reuse.data import DataError, inspect_tokens, load_blocks
 from reuse.dropout import use_cpu_dropout
 from reuse.evaluate import evaluate_blocks, to_device
@@ -372,9 +372,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m reuse.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataclass_arguments(parser, TrainConfig)
-    cfg = dataclass_from_args(TrainConfig, parser.parse_args(argv))
+    values = dataclass_values(TrainConfig, parser.parse_args(argv))
     try:
-        summary = train(cfg)
+        summary = train(config_from_dict(values))  # typed: a file's "1e-3" becomes 1e-3, a file's "abc" an error
     except (TrainError, ConfigError, DataError, ModelError, TokenizeError, ckpt.CheckpointError,
             GrowthError) as e:
         sys.exit(f"error: {e}")

@@ -66,3 +66,30 @@ def test_a_grid_with_a_bad_recipe_is_refused_before_any_run(tmp_path, embedded_d
     path.write_text(yaml.safe_dump(grid))
     with pytest.raises(SweepError, match="unknown training option.*learning_rate"):
         plan(load_grid(path))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("lr: abc\n", "error: lr: 'abc' is not a number"),
+    ("lr: [1,\n", "is not valid YAML"),
+    ("learning_rate: 1\n", "has unknown fields ['learning_rate']"),
+])
+def test_a_bad_args_file_is_one_line_before_any_work(tmp_path, text, message):
+    from reuse.train import main
+
+    path = tmp_path / "args.yaml"
+    path.write_text(text)
+    with pytest.raises(SystemExit) as stop:
+        main(["--args-file", str(path), "--output-dir", str(tmp_path / "r"), "--train-data", "x.hdf5"])
+    assert message in str(stop.value) and "\n" not in str(stop.value)
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_args_file_with_numbers_as_strings_trains_as_numbers(tmp_path):
+    from reuse.cli import Parser, add_dataclass_arguments, dataclass_values
+
+    path = tmp_path / "args.yaml"
+    path.write_text('lr: "1e-3"\nmax_steps: 7\n')
+    parser = Parser()
+    add_dataclass_arguments(parser, TrainConfig)
+    cfg = config_from_dict(dataclass_values(TrainConfig, parser.parse_args(["--args-file", str(path), "--seed", "3"])))
+    assert (cfg.lr, cfg.max_steps, cfg.seed) == (1e-3, 7, 3)
