@@ -119,3 +119,28 @@ def test_speed_paths_are_chosen_once_for_cpu_fp32_masked_lm_training():
     causal = objective_for(gpt2.config, tokenizer)
     use_speed_paths(gpt2, causal, torch.device("cpu"), None)
     assert not causal.fused_head
+
+
+def test_the_trainers_fused_adamw_steps_as_the_plain_one():
+    """make_optimizer asks for the fused AdamW (one kernel over all tensors, on CPU as on CUDA): same updates."""
+    from reuse.config import TrainConfig
+    from reuse.train import make_optimizer
+
+    torch.manual_seed(0)
+    fused_model = build_model(load_config(CONFIGS[0]))
+    plain_model = build_model(load_config(CONFIGS[0]))
+    plain_model.load_state_dict(fused_model.state_dict())
+    cfg = TrainConfig(lr=1e-3, weight_decay=0.01)
+    fused = make_optimizer(fused_model, cfg)
+    assert fused.defaults["fused"]
+    plain = torch.optim.AdamW([{"params": [p for p in plain_model.parameters() if p.ndim >= 2], "weight_decay": 0.01},
+                               {"params": [p for p in plain_model.parameters() if p.ndim < 2], "weight_decay": 0.0}],
+                              lr=1e-3, betas=(0.9, cfg.adam_beta2), eps=cfg.adam_eps, foreach=False)
+    ids = torch.randint(1000, 5000, (2, 12))
+    for _ in range(3):
+        for model, optimizer in ((fused_model, fused), (plain_model, plain)):
+            masked_lm_loss(model.eval(), ids, ids).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    for (name, a), b in zip(fused_model.named_parameters(), plain_model.parameters()):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5), name
