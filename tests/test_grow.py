@@ -1,16 +1,27 @@
 import json
-import sys
 
 import numpy as np
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForMaskedLM
 
-from conftest import run
-from reuse.data import load_blocks, add_special_tokens, mask_tokens
-from reuse.data import special_ids
+from conftest import run_main
+from reuse.data import add_special_tokens, load_blocks, mask_tokens, special_ids
 from reuse.grow import GrowthError, grow, grow_checkpoint, plan_chain
 from reuse.model import build_model, count_parameters, load_config, masked_lm_loss
+
+
+# In this process (conftest.run_main): a fresh interpreter per call costs seconds of imports.
+def train_here(argv, check=True):
+    from reuse.train import main
+
+    return run_main(main, argv, "reuse.train", check=check)
+
+
+def grow_here(argv, check=True):
+    from reuse.grow import main
+
+    return run_main(main, argv, "reuse.grow", check=check)
 
 
 def config(base, **changes):
@@ -27,7 +38,7 @@ def config(base, **changes):
 def trained_small(embedded_dir, tmp_path_factory):
     """A 2-layer 64H BERT trained briefly on the embedded corpus, so its function is not a random one."""
     out = tmp_path_factory.mktemp("small")
-    run([sys.executable, "-m", "reuse.train", "--config", "configs/bert-2L-64H.json", "--train-data",
+    train_here(["--config", "configs/bert-2L-64H.json", "--train-data",
          str(embedded_dir / "en.train.raw.bert-base-uncased.hdf5"), "--output-dir", str(out), "--batch-size", "16",
          "--max-steps", "40", "--lr", "2e-3", "--overwrite"])
     return out
@@ -106,7 +117,7 @@ def test_stacking_preserves_nothing_but_loads_and_trains(trained_small, embedded
     fields = json.load(open("configs/bert-2L-64H.json"))
     deep.write_text(json.dumps({**fields, "num_hidden_layers": 4}))
     out = tmp_path / "run"
-    run([sys.executable, "-m", "reuse.train", "--init-from", str(trained_small), "--config", str(deep),
+    train_here(["--init-from", str(trained_small), "--config", str(deep),
          "--grow-method", "net2net", "--train-data", str(embedded_dir / "en.train.raw.bert-base-uncased.hdf5"),
          "--output-dir", str(out), "--batch-size", "8", "--max-steps", "3"])
     growth = json.loads((out / "growth.json").read_text())
@@ -177,7 +188,7 @@ def test_growing_across_model_types_or_with_unknown_method_is_refused():
 
 def test_cli_writes_a_checkpoint_with_growth_json_and_refuses_bad_sources(trained_small, tmp_path):
     out = tmp_path / "grown"
-    done = run([sys.executable, "-m", "reuse.grow", "--from", str(trained_small), "--config",
+    done = grow_here(["--from", str(trained_small), "--config",
                 "configs/bert-2L-128H.json", "--method", "net2net", "--out", str(out)])
     assert "max |logit drift|" in done.stdout
     report = json.loads((out / "growth.json").read_text())
@@ -191,7 +202,7 @@ def test_cli_writes_a_checkpoint_with_growth_json_and_refuses_bad_sources(traine
                                          (trained_small, "configs/bert-2L-128H.json", "unknown width method")]):
         target = tmp_path / f"out{i}"
         args = ["--method", "magic"] if message == "unknown width method" else []
-        done = run([sys.executable, "-m", "reuse.grow", "--from", str(source), "--config", config_path,
+        done = grow_here(["--from", str(source), "--config", config_path,
                     "--out", str(target), *args], check=False)
         if message is None:  # 2L -> 12L at the same width is a valid depth growth
             assert done.returncode == 0
@@ -207,7 +218,7 @@ def test_a_grown_run_is_evaluated_before_its_first_step(trained_small, embedded_
 
     valid = embedded_dir / "en.valid.raw.bert-base-uncased.hdf5"
     out = tmp_path / "run"
-    run([sys.executable, "-m", "reuse.train", "--init-from", str(trained_small), "--config",
+    train_here(["--init-from", str(trained_small), "--config",
          "configs/bert-2L-128H.json", "--grow-method", "net2net", "--train-data",
          str(embedded_dir / "en.train.raw.bert-base-uncased.hdf5"), "--valid-data", str(valid), "--output-dir",
          str(out), "--batch-size", "8", "--max-steps", "2", "--eval-every", "2", "--eval-batches", "2",

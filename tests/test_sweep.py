@@ -8,7 +8,7 @@ import time
 import pytest
 import yaml
 
-from conftest import ROOT, run
+from conftest import ROOT, run_main
 from reuse.plot import curves, figure_4a
 from reuse.results import read_results as read_rows
 from reuse.runs import parse_run_name
@@ -27,9 +27,12 @@ def tiny_grid(tmp_path, embedded_dir, **changes):
     return path
 
 
-def sweep(grid, tmp_path, *extra, **kw):
-    return run([sys.executable, "-m", "reuse.sweep", str(grid), "--snap", str(tmp_path / "snap"), "--results",
-                str(tmp_path / "results"), *extra], **kw)
+def sweep(grid, tmp_path, *extra, check=True):
+    """reuse.sweep in this process (its runs are still processes of their own)."""
+    from reuse.sweep import main
+
+    return run_main(main, [grid, "--snap", tmp_path / "snap", "--results", tmp_path / "results", *extra],
+                    "reuse.sweep", check=check)
 
 
 def test_demo_grid_plans_scratch_and_reuse_ladders_with_seeds():

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import ROOT, run
+from conftest import ROOT, run, run_main
 from reuse.data import IGNORE_INDEX, mask_tokens, special_ids
 from reuse.evaluate import evaluate_original
 from reuse.model import build_model, load_config, masked_lm_loss
@@ -24,7 +24,15 @@ def data_args(embedded_dir, valid=True):
     return args
 
 
-def train(args, **kw):
+def train(args, check=True):
+    """reuse.train in this process (conftest.run_main); the tests that kill a run or compare bitwise across runs
+    start real processes (train_process)."""
+    from reuse.train import main
+
+    return run_main(main, args, "reuse.train", check=check)
+
+
+def train_process(args, **kw):
     return run([sys.executable, "-m", "reuse.train", *args], **kw)
 
 
@@ -79,7 +87,7 @@ def test_loss_falls_and_checkpoints_load_without_project_code(embedded_dir, tmp_
 def test_two_processes_give_the_losses_of_one(embedded_dir, tmp_path):
     common = [*TINY, *data_args(embedded_dir, valid=False), "--max-steps", "4", "--dropout", "0", "--device", "cpu",
               "--threads", "1"]
-    train([*common, "--output-dir", str(tmp_path / "one"), "--micro-batch-size", "2"])
+    train_process([*common, "--output-dir", str(tmp_path / "one"), "--micro-batch-size", "2"])
     run(["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "reuse.train", *common,
          "--output-dir", str(tmp_path / "two")])
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
@@ -91,7 +99,7 @@ def test_two_processes_give_the_losses_of_one(embedded_dir, tmp_path):
 def test_killed_run_resumes_bitwise(embedded_dir, tmp_path):
     common = [*TINY, *data_args(embedded_dir), "--max-steps", "40", "--save-every", "10", "--eval-every", "10",
               "--keep-last", "1"]
-    train([*common, "--output-dir", str(tmp_path / "straight")])
+    train_process([*common, "--output-dir", str(tmp_path / "straight")])
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "reuse.train", *common, "--output-dir", str(killed)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -104,7 +112,7 @@ def test_killed_run_resumes_bitwise(embedded_dir, tmp_path):
     assert not (killed / "summary.json").exists()
     assert all(p.name.startswith("step-") for p in (killed / "checkpoints").iterdir())
     # Re-running the same command continues from the last checkpoint.
-    done = train([*common, "--output-dir", str(killed)])
+    done = train_process([*common, "--output-dir", str(killed)])
     assert "resuming from" in done.stdout + done.stderr
     a = json.loads((tmp_path / "straight" / "summary.json").read_text())
     b = json.loads((killed / "summary.json").read_text())
@@ -248,11 +256,15 @@ def test_tiny_causal_lm_trains_stops_early_and_loads_with_auto_causal(embedded_d
     from reuse.tokenize import tokenize_file, load_tokenizer
 
     tok = load_tokenizer("roberta-bpe")
-    for split in ("train", "valid"):
-        tokenize_file(embedded_dir / f"en.{split}.raw", tok, "roberta-bpe")
+    data = {}
+    for split, lines in (("train", 2000), ("valid", 300)):  # a slice: tokenizing all 1.4M tokens took most of the test
+        text = tmp_path / f"en.{split}.raw"
+        text.write_text("".join((embedded_dir / f"en.{split}.raw").read_text().splitlines(keepends=True)[:lines]))
+        tokenize_file(text, tok, "roberta-bpe")
+        data[split] = str(tmp_path / f"en.{split}.raw.roberta-bpe.hdf5")
     out = tmp_path / "gpt"
-    train(["--config", "configs/gpt2-2L-64H.json", "--train-data", str(embedded_dir / "en.train.raw.roberta-bpe.hdf5"),
-           "--valid-data", str(embedded_dir / "en.valid.raw.roberta-bpe.hdf5"), "--output-dir", str(out),
+    train(["--config", "configs/gpt2-2L-64H.json", "--train-data", data["train"],
+           "--valid-data", data["valid"], "--output-dir", str(out),
            "--batch-size", "8", "--max-steps", "30", "--eval-every", "5", "--eval-batches", "1", "--lr", "3e-3",
            "--block-size", "32", "--log-every", "1"])
     summary = json.loads((out / "summary.json").read_text())
@@ -266,8 +278,8 @@ def test_tiny_causal_lm_trains_stops_early_and_loads_with_auto_causal(embedded_d
     assert done.stdout.strip() == "GPT2LMHeadModel", done.stderr
     # Patience: with a learning rate that only makes things worse, the run stops after 2 stale evaluations.
     stop = tmp_path / "stop"
-    done = train(["--init-from", str(out), "--train-data", str(embedded_dir / "en.train.raw.roberta-bpe.hdf5"),
-                  "--valid-data", str(embedded_dir / "en.valid.raw.roberta-bpe.hdf5"), "--output-dir", str(stop),
+    done = train(["--init-from", str(out), "--train-data", data["train"], "--valid-data", data["valid"],
+                  "--output-dir", str(stop),
                   "--batch-size", "8", "--max-steps", "100", "--eval-every", "2", "--eval-batches", "1",
                   "--lr", "1.0", "--warmup-steps", "0", "--block-size", "32", "--patience", "2"])
     summary = json.loads((stop / "summary.json").read_text())
