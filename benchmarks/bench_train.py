@@ -41,15 +41,18 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+CLOCK = time.perf_counter  # --clock process: CPU seconds of this process, for a machine shared with other jobs
+
+
 def timed(step, steps, warmup, device):
     for _ in range(warmup):
         step()
     sync(device)
-    start = time.perf_counter()
+    start = CLOCK()
     for _ in range(steps):
         step()
     sync(device)
-    return (time.perf_counter() - start) / steps
+    return (CLOCK() - start) / steps
 
 
 def steps_for(flops: float) -> tuple[int, int, int]:
@@ -212,18 +215,29 @@ def main():
     parser.add_argument("--methods", nargs="+", default=["baseline", "ours"], choices=METHODS)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--clock", choices=("wall", "process"), default="wall",
+                        help="process: time steps and the matmul peak in this process's CPU seconds, which other jobs "
+                             "on a shared machine disturb far less than wall time (CPU only; best with one thread, "
+                             "as idle OpenMP threads spin)")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.clock == "process":
+        if device.type == "cuda":
+            parser.error("--clock process times CPU work only; on CUDA use the default wall clock")
+        global CLOCK
+        CLOCK = time.process_time
     if device.type != "cuda" and "baseline-tf32" in args.methods:
         parser.error("baseline-tf32 needs CUDA (TF32 is a GPU tensor-core format)")
     amp = torch.bfloat16 if device.type == "cuda" else None
-    peak = matmul_peak(device, amp or torch.float32)
-    print(f"device {device}, {torch.get_num_threads()} threads, matmul peak {peak / 1e12:.3f} TFLOP/s, "
+    # On a GPU a 2048-wide matmul lasts tens of microseconds, too short to time against launch overhead.
+    peak = matmul_peak(device, amp or torch.float32, clock=CLOCK, **({"n": 8192, "reps": 20} if amp else {}))
+    print(f"device {device}, {torch.get_num_threads()} threads, {args.clock} clock, "
+          f"matmul peak {peak / 1e12:.3f} TFLOP/s, "
           f"batch {args.batch_size}, {'bf16 autocast' if amp else 'fp32'}", flush=True)
     results = []
     for row in args.configs:
         result = measure_row(row, args.batch_size, device, peak, args.methods, args.steps, args.rounds)
-        result["matmul_peak_flops"] = peak
+        result["matmul_peak_flops"], result["clock"] = peak, args.clock
         results.append(result)
         print(describe(result), flush=True)
         if args.json:
