@@ -135,7 +135,7 @@ class Check:
                 f"{k} {v['tokens_per_s']:,.0f} tok/s MFU {v['mfu']:.1%}"
                 + (f" {v['peak_memory_mib']:,.0f} MiB" if v["peak_memory_mib"] is not None else "")
                 for k, v in m.items()))
-        return "; ".join(parts) + (f" (matmul peak {rows[0]['matmul_peak_flops'] / 1e12:.1f} TFLOP/s)" if rows else "")
+        return "; ".join(parts) + (f" (matmul peak {rows[0]["matmul_peak_flops"] / 1e12:.3g} TFLOP/s)" if rows else "")
 
     def ratios(self, rows, ours, peers) -> str:
         out = []
@@ -150,7 +150,7 @@ class Check:
         given = self.args.data_dir or ROOT / "data" / "wiki-embedded"
         if all((given / n).is_file() for n in names.values()):
             self.data = given
-            return f"tokenized embedded split found in {given}", "no peer", {"data_dir": str(given)}
+            return self.describe_data("found"), "no peer", {"data_dir": str(given)}
         if self.args.data_dir:
             raise RuntimeError(f"--data-dir {given} lacks {' or '.join(names.values())}")
         folder = self.out / "data"
@@ -159,7 +159,14 @@ class Check:
                     "--cache-dir", ROOT / "data" / "cache"), log, self.left(180))
         run(self.py("-m", "reuse.tokenize", folder / "en.train.raw", folder / "en.valid.raw"), log, self.left(180))
         self.data = folder
-        return f"embedded corpus built and tokenized in {folder}", "no peer", {"data_dir": str(folder)}
+        return self.describe_data("built and tokenized"), "no peer", {"data_dir": str(folder)}
+
+    def describe_data(self, how: str) -> str:
+        from reuse.data import inspect_tokens
+
+        sizes = {s: inspect_tokens(self.data / f"en.{s}.raw.bert-base-uncased.hdf5").num_tokens
+                 for s in ("train", "valid")}
+        return f"embedded English {how} in {self.data}: {sizes['train']:,} train and {sizes['valid']:,} valid tokens"
 
     def need_data(self):
         if self.data is None:
