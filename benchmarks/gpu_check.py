@@ -135,7 +135,7 @@ class Check:
                 f"{k} {v['tokens_per_s']:,.0f} tok/s MFU {v['mfu']:.1%}"
                 + (f" {v['peak_memory_mib']:,.0f} MiB" if v["peak_memory_mib"] is not None else "")
                 for k, v in m.items()))
-        return "; ".join(parts) + (f" (matmul peak {rows[0]["matmul_peak_flops"] / 1e12:.3g} TFLOP/s)" if rows else "")
+        return "; ".join(parts) + (f" (matmul peak {rows[0]['matmul_peak_flops'] / 1e12:.3g} TFLOP/s)" if rows else "")
 
     def ratios(self, rows, ours, peers) -> str:
         out = []
