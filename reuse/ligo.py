@@ -5,8 +5,9 @@ normal training.
     big_model, report = grow(small_model, big_config, batches, steps=100, lr=1e-3)
 
 `batches` yields (inputs, labels) masked-LM batches (the trainer passes its own fraction, masked as in training);
-`report["flops"]` counts the operator's training steps (forward and backward of the big model, as
-`reuse.model.flops_per_step`) so the run can add them to its compute, and `report["losses"]` their losses.
+`report["ligo_flops"]` counts the operator's training steps (forward and backward of the big model, as
+`reuse.model.flops_per_step`, plus the matmuls that build the big weights from the operator, forward and backward)
+so the run can add them to its compute, and `report["ligo_losses"]` their losses.
 
 The operator, for each unit space of `reuse.grow.RULES` (the residual stream shared by the whole model, and per
 small layer the attention and FFN spaces):
@@ -71,6 +72,7 @@ class Operator(nn.Module):
         mix[torch.arange(L2), torch.tensor(layer_map)] = 1.0
         self.mix = nn.Parameter(mix)
         self.layer_map = layer_map
+        self.forward_flops = 0.0  # matmul FLOPs of one forward (building the big weights), counted by forward()
 
     def expansion(self, space: str, layer: int | None, reading: bool) -> torch.Tensor:
         s = space.lower()
@@ -89,17 +91,21 @@ class Operator(nn.Module):
             if space == "-":
                 continue
             M = self.expansion(space, layer, space.isupper())
+            self._flops += 2.0 * M.shape[0] * out.numel()
             out = torch.movedim(torch.tensordot(M, out, dims=([1], [axis])), 0, axis)
         return out
 
     def forward(self) -> dict:
+        self._flops = 0.0
         grown = {k: self.widen(v, k, None) for k, v in self.small.items() if not LAYER.match(k)}
         for k_index, name in enumerate(self.layer_keys):
             widened = torch.stack([self.widen(self.small[f"{self.prefix}{j}.{name}"], name, j)
                                    for j in range(self.src.num_hidden_layers)])
             mixed = torch.tensordot(self.mix[:, :, k_index], widened, dims=([1], [0]))
+            self._flops += 2.0 * self.dst.num_hidden_layers * widened.numel()
             for layer in range(self.dst.num_hidden_layers):
                 grown[f"{self.prefix}{layer}.{name}"] = mixed[layer]
+        self.forward_flops = self._flops
         return grown
 
 
@@ -152,7 +158,7 @@ def grow(small: PreTrainedModel, big_config: PretrainedConfig, batches, steps: i
     big = build_model(big_config).to(device).train()
     loss_module = _Loss(big)
     optimizer = torch.optim.Adam(operator.parameters(), lr=lr)
-    losses, flops = [], 0.0
+    losses, model_flops, operator_flops = [], 0.0, 0.0
     for step in range(steps):
         batch = next(stream, None)
         if batch is None:
@@ -167,7 +173,8 @@ def grow(small: PreTrainedModel, big_config: PretrainedConfig, batches, steps: i
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
         masked = float((labels != -100).sum())
-        flops += flops_per_step(big_config, inputs.shape[0], seq_len or inputs.shape[1], masked)
+        model_flops += flops_per_step(big_config, inputs.shape[0], seq_len or inputs.shape[1], masked)
+        operator_flops += 3.0 * operator.forward_flops  # forward + backward of building the weights
     with torch.no_grad():
         grown = operator()
     missing, unexpected = big.load_state_dict(grown, strict=False)
@@ -176,7 +183,9 @@ def grow(small: PreTrainedModel, big_config: PretrainedConfig, batches, steps: i
                           f"unexpected {unexpected[:5]}")
     big.tie_weights()
     report = {"method": "ligo", "depth_method": depth_method, "layers": operator.layer_map, "ligo_steps": steps,
-              "ligo_lr": lr, "ligo_losses": losses, "ligo_flops": flops,
+              "ligo_lr": lr, "ligo_losses": losses,
+              "ligo_flops": model_flops + operator_flops, "ligo_model_flops": model_flops,
+              "ligo_operator_flops": operator_flops,
               "from_hidden": small.config.hidden_size, "to_hidden": big_config.hidden_size,
               "from_layers": small.config.num_hidden_layers, "to_layers": big_config.num_hidden_layers}
     return big.eval(), report

@@ -54,7 +54,9 @@ def test_ligo_loss_falls_and_its_result_loads_plainly(family, tmp_path):
     assert last_pass < first_pass - 0.2
     assert all(torch.equal(v, small.state_dict()[k]) for k, v in before.items())  # the small model is untouched
     expected_flops = sum(flops_per_step(big.config, 8, 32, float((l != -100).sum())) for _, l in data) * 6
-    assert report["ligo_flops"] == pytest.approx(expected_flops)  # 6 passes over 4 batches
+    assert report["ligo_model_flops"] == pytest.approx(expected_flops)  # 6 passes over 4 batches
+    assert report["ligo_operator_flops"] > 0
+    assert report["ligo_flops"] == pytest.approx(report["ligo_model_flops"] + report["ligo_operator_flops"])
     big.save_pretrained(tmp_path / "grown")
     loaded = AutoModelForMaskedLM.from_pretrained(tmp_path / "grown").eval()
     assert loaded.config.hidden_size == 192 and loaded.config.num_hidden_layers == 3
