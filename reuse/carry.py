@@ -27,7 +27,7 @@ import torch
 
 from reuse.grow import HEAD_NORM, HEAD_SIZE, LAYER, TIED, GrowthError, rule_for
 
-STATE = "trainer_state.pt"  # reuse.checkpoint.STATE; not imported, so this module stays free of the trainer's
+from reuse.checkpoint import STATE, read_trainer_state
 
 
 def trainer_state_file(folder: str | Path) -> Path:
@@ -143,3 +143,15 @@ def load_moments(optimizer, model, moments: dict) -> None:
         index = [i for group in state["param_groups"] for i in group["params"]][position]
         state["state"][index] = {k: v.clone() if torch.is_tensor(v) else v for k, v in moments[name].items()}
     optimizer.load_state_dict(state)
+
+
+def carry_from_checkpoint(source: str | Path, optimizer, model, growth: dict, make_optimizer) -> None:
+    """For the trainer: the moments of checkpoint `source`'s trainer state, mapped by the growth report into the
+    grown `model`'s fresh `optimizer`. `make_optimizer(small_model)` must build the optimizer as the small model's
+    run did, so that its saved parameter numbering can be read back as names."""
+    from reuse.model import load_model
+
+    small = load_model(source)
+    saved = read_trainer_state(trainer_state_file(source).parent)
+    names = optimizer_names(small, make_optimizer(small))
+    load_moments(optimizer, model, carry_optimizer_state(saved["optimizer"], names, growth, small.config, model.config))

@@ -84,7 +84,7 @@ class Grown:
 
 def grow_model(source: str | Path, dst: PretrainedConfig, method: str, seed: int = 0, depth_method: str = "stack",
                mapping: str = "cyclic", noise: float = 0.0, ramp_steps: int = 0, ligo_steps: int = 100,
-               ligo_lr: float = 1e-3, batches=None, seq_len: int | None = None) -> Grown:
+               ligo_lr: float = 1e-3, batches=None, seq_len: int | None = None, device=None) -> Grown:
     """Load the checkpoint `source`, grow it into `dst`; the report records the operator, its settings, the time it
     took and the measured logit drift (for msg: of the masked model at mask 0)."""
     from reuse.model import checkpoint_config, load_model
@@ -104,8 +104,10 @@ def grow_model(source: str | Path, dst: PretrainedConfig, method: str, seed: int
     elif method == "msg":
         transition = msg.start(small, dst, ramp_steps, seed, depth_method)
         model, report = transition.model, transition.report
-    else:
-        model, report = ligo.grow(small, dst, batches, ligo_steps, ligo_lr, depth_method, seq_len)
+    else:  # on the run's device: the operator steps are training steps
+        model, report = ligo.grow(small.to(device or "cpu"), dst, batches, ligo_steps, ligo_lr, depth_method,
+                                  seq_len)
+        small, model = small.cpu(), model.cpu()
     report["grow_seconds"] = time.perf_counter() - start
     report["drift"] = grow.function_drift(small, model, dst.vocab_size, seed)
     report["source"] = str(source)

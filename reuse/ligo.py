@@ -189,3 +189,18 @@ def grow(small: PreTrainedModel, big_config: PretrainedConfig, batches, steps: i
               "from_hidden": small.config.hidden_size, "to_hidden": big_config.hidden_size,
               "from_layers": small.config.num_hidden_layers, "to_layers": big_config.num_hidden_layers}
     return big.eval(), report
+
+
+def run_batches(blocks: torch.Tensor, tokenizer, config: PretrainedConfig, batch_size: int, mlm_probability: float,
+                seed: int):
+    """LiGO's batches for a run: its own blocks, masked as in training, drawn from their own generator (so the
+    run's order and masks stay those of the same run without LiGO)."""
+    from reuse.data import mask_tokens
+    from reuse.evaluate import model_inputs, special_ids
+
+    gen = torch.Generator().manual_seed(seed + 2)
+    special = special_ids(tokenizer)
+    while True:
+        index = torch.randint(len(blocks), (batch_size,), generator=gen)
+        yield mask_tokens(model_inputs(blocks[index], tokenizer, config), special, tokenizer.mask_token_id,
+                          len(tokenizer), mlm_probability, generator=gen)
