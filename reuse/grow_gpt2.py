@@ -16,9 +16,10 @@ width ratio and any depth: in eval mode the grown model's logits equal the small
 - New layers (depth, `stack` or `interleave` copies) have zero output projections, so each is the identity; the
   first copy of every small layer, in order, is the small layer itself.
 Preserved at growth only: the zero output projections get gradients at the first step, so the function moves at
-once; the weights behind them (new heads, FFN units and layers) get gradients from the second step on. With dropout on, the old units see dropout of the
-same rate, so the output has the small model's distribution, not the same sample. The grown config differs from the
-target's in `layer_norm_epsilon` (scaled by d/D), which `grow_checkpoint` writes into the saved config.
+once; the weights behind them (new heads, FFN units and layers) get gradients from the second step on. With
+dropout on, the old units see dropout of the same rate, so the output has the small model's distribution, not the
+same sample. The grown config differs from the target's in `layer_norm_epsilon` (scaled by d/D); `grow_model`
+builds the model from it, so a saved checkpoint carries it.
 `random`: the old weights top-left, every new entry fresh (normal(0, initializer_range), zero biases, unit
 LayerNorms), new layers as plain copies: the baseline, not exact.
 """

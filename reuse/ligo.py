@@ -31,7 +31,8 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from reuse.grow import DEPTH_METHODS, HEAD_NORM, HEAD_SIZE, LAYER, TIED, GrowthError, check_growable, index_map, rule_for
+from reuse.grow import (DEPTH_METHODS, HEAD_NORM, HEAD_SIZE, LAYER, TIED, GrowthError, check_growable, index_map,
+                        rule_for)
 
 FAMILIES = ("bert", "roberta")
 
