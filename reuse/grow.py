@@ -83,6 +83,10 @@ def check_options(width: str, depth: str, mapping: str = "cyclic", noise: float 
 
 def check_growable(src: PretrainedConfig, dst: PretrainedConfig, width: str, depth: str) -> None:
     check_options(width, depth)
+    if src.model_type not in ("bert", "roberta"):
+        hint = " (GPT-2 grows with lemon or random: reuse.grow_gpt2)" if src.model_type == "gpt2" else ""
+        raise GrowthError(f"{width} has growth rules for bert and roberta, not for model family "
+                          f"{src.model_type!r}{hint}")
     if src.model_type != dst.model_type:
         raise GrowthError(f"cannot grow a {src.model_type} into a {dst.model_type}")
     for name in ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads"):
