@@ -25,13 +25,23 @@ class TrainConfig:
     config: str = field(default="", metadata={"help": "model config JSON (configs/*.json); with --init-from and "
                                                       "--grow-method, the larger target"})
     init_from: str = field(default="", metadata={"help": "warm-start from this checkpoint folder"})
-    grow_method: str = field(default="", metadata={"help": "grow --init-from into --config with this operator"})
+    grow_method: str = field(default="", metadata={"help": "grow --init-from into --config with this operator: "
+                                                           "net2net, aki, random, msg (exact, then a ramp), ligo "
+                                                           "(learned) for BERT/RoBERTa; lemon (exact), random for "
+                                                           "GPT-2"})
     grow_depth_method: str = field(default="stack", metadata={"help": "growth in depth: stack or interleave"})
     grow_mapping: str = field(default="cyclic", metadata={"help": "which small unit each new unit copies: cyclic "
                                                                  "or random"})
     grow_noise: float = field(default=0.0, metadata={"help": "std of Gaussian noise on the copied units' weights; "
                                                              "breaks their symmetry when nothing else does "
                                                              "(dropout 0)"})
+    grow_ramp_steps: int = field(default=100, metadata={"help": "msg: steps over which the new units' masks ramp "
+                                                                "from 0 to 1 (at most the run's steps)"})
+    grow_ligo_steps: int = field(default=100, metadata={"help": "ligo: training steps of the growth operator on the "
+                                                                "run's data (counted in the run's FLOPs)"})
+    grow_ligo_lr: float = field(default=1e-3, metadata={"help": "ligo: Adam learning rate of the growth operator"})
+    grow_optimizer: bool = field(default=False, metadata={"help": "carry the small model's AdamW moments across "
+                                                                  "growth (needs its trainer_state.pt)"})
     tokenizer: str | None = field(default=None, metadata={"help": "default: the tokenizer named by the training "
                                                                   "data"})
     fraction: float = field(default=1.0, metadata={"help": "fraction of training blocks, nested across values"})
@@ -76,7 +86,8 @@ class TrainConfig:
 
 POSITIVE = ("batch_size", "block_size", "eval_every", "eval_batches", "eval_batch_size", "save_every", "log_every",
             "micro_batch_size", "max_steps", "threads")
-NONNEGATIVE = ("patience", "keep_last", "seed", "weight_decay", "grow_noise", "warmup_steps")
+NONNEGATIVE = ("patience", "keep_last", "seed", "weight_decay", "grow_noise", "warmup_steps", "grow_ramp_steps",
+               "grow_ligo_steps")
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -91,7 +102,8 @@ def check_config(cfg: TrainConfig) -> None:
         value = getattr(cfg, name)
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, not {value}")
-    for name, high in {"lr": math.inf, "epochs": math.inf, "grad_clip": math.inf, "adam_eps": 1, "adam_beta2": 1,
+    for name, high in {"lr": math.inf, "grow_ligo_lr": math.inf, "epochs": math.inf, "grad_clip": math.inf,
+                       "adam_eps": 1, "adam_beta2": 1,
                        "mlm_probability": 1}.items():
         value = getattr(cfg, name)
         if not (math.isfinite(value) and 0 < value < high):  # NaN fails every comparison
@@ -111,6 +123,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise ConfigError(f"--init-from {cfg.init_from} with --config {cfg.config} but no --grow-method: the run "
                           f"would train the checkpoint as it is while its config names another model; add "
                           f"--grow-method net2net to grow it, or drop --config")
+    if cfg.grow_optimizer and not cfg.grow_method:
+        raise ConfigError("--grow-optimizer carries moments across growth: it needs --grow-method and --init-from")
     if cfg.grow_method and not cfg.init_from:
         raise ConfigError(f"--grow-method {cfg.grow_method} needs --init-from, the smaller model to grow")
 

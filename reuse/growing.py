@@ -115,3 +115,24 @@ def grow_model(source: str | Path, dst: PretrainedConfig, method: str, seed: int
         raise GrowthError(f"{method} growth gave non-finite logits: lower --grow-ligo-lr" if method == "ligo" else
                           f"{method} growth gave non-finite logits")
     return Grown(model, report, transition)
+
+
+def grow_for_run(cfg, blocks, tokenizer, max_steps: int, device=None) -> Grown:
+    """reuse.train's growth of cfg.init_from into cfg.config (a TrainConfig): every growth option checked before any
+    weight is loaded or anything written, LiGO fitted on the run's own blocks."""
+    from reuse.model import checkpoint_config, load_config
+
+    dst = load_config(cfg.config)
+    check_growth(checkpoint_config(cfg.init_from), dst, cfg.grow_method, cfg.grow_depth_method, cfg.grow_mapping,
+                 cfg.grow_noise, cfg.grow_ramp_steps, cfg.grow_ligo_steps, cfg.grow_ligo_lr,
+                 carry_from=cfg.init_from if cfg.grow_optimizer else None)
+    if cfg.grow_method == "msg" and cfg.grow_ramp_steps > max_steps:
+        raise GrowthError(f"--grow-ramp-steps {cfg.grow_ramp_steps} is longer than the run ({max_steps} steps): the "
+                          f"run would end on a masked model, not a plain checkpoint; lower it")
+    batches = None
+    if cfg.grow_method == "ligo":  # on resume LiGO runs again and its weights are replaced by the checkpoint's
+        batches = ligo.run_batches(blocks, tokenizer, dst, cfg.batch_size, cfg.mlm_probability, cfg.seed)
+    return grow_model(cfg.init_from, dst, cfg.grow_method, seed=cfg.seed, depth_method=cfg.grow_depth_method,
+                      mapping=cfg.grow_mapping, noise=cfg.grow_noise, ramp_steps=cfg.grow_ramp_steps,
+                      ligo_steps=cfg.grow_ligo_steps, ligo_lr=cfg.grow_ligo_lr, batches=batches,
+                      seq_len=cfg.block_size + 2, device=device)

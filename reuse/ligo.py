@@ -196,12 +196,11 @@ def run_batches(blocks: torch.Tensor, tokenizer, config: PretrainedConfig, batch
                 seed: int):
     """LiGO's batches for a run: its own blocks, masked as in training, drawn from their own generator (so the
     run's order and masks stay those of the same run without LiGO)."""
-    from reuse.data import mask_tokens
-    from reuse.evaluate import model_inputs, special_ids
+    from reuse.objective import MaskedLM
 
+    objective = MaskedLM(tokenizer, mlm_probability)
     gen = torch.Generator().manual_seed(seed + 2)
-    special = special_ids(tokenizer)
     while True:
         index = torch.randint(len(blocks), (batch_size,), generator=gen)
-        yield mask_tokens(model_inputs(blocks[index], tokenizer, config), special, tokenizer.mask_token_id,
-                          len(tokenizer), mlm_probability, generator=gen)
+        inputs, labels, _ = objective.targets(objective.input_ids(blocks[index]), gen)
+        yield inputs, labels

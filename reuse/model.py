@@ -95,6 +95,21 @@ def load_model(name_or_folder: str | Path) -> PreTrainedModel:
                          f"are truncated or corrupt, copy or download them again") from e
 
 
+def set_dropout(model, dropout: float | None) -> float:
+    """Override the model's dropout (under the config's own names, BERT/RoBERTa or GPT-2, so the saved config.json
+    says what was trained); returns the dropout the run trains with."""
+    names = [n for n in ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop",
+                         "attn_pdrop") if hasattr(model.config, n)]
+    if dropout is None:
+        return getattr(model.config, names[0])
+    for name in names:
+        setattr(model.config, name, dropout)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = dropout
+    return dropout
+
+
 def mlm_head(model: PreTrainedModel) -> torch.nn.Module:
     for name in ("cls", "lm_head"):  # BertForMaskedLM, RobertaForMaskedLM
         if hasattr(model, name):

@@ -32,7 +32,8 @@ import yaml
 from reuse.config import ConfigError, TrainConfig, check_config, config_from_dict
 from reuse.data import DataError, inspect_tokens
 from reuse.grid import SweepError, grid_seeds, load_grid  # noqa: F401 (SweepError, load_grid: public here)
-from reuse.grow import GrowthError, plan_chain
+from reuse.grow import GrowthError
+from reuse.growing import plan_chain
 from reuse.model import ModelError, is_checkpoint
 from reuse.report import write_report
 from reuse.results import run_regime, write_results

@@ -34,8 +34,11 @@ from reuse.config import ConfigError, TrainConfig, check_config, config_from_dic
 from reuse.data import DataError, inspect_tokens, load_blocks
 from reuse.dropout import use_cpu_dropout
 from reuse.evaluate import evaluate_blocks, to_device
+from reuse.carry import carry_from_checkpoint
 from reuse.grow import GrowthError
-from reuse.model import ModelError, build_model, count_parameters, flops_per_step, load_config, load_model
+from reuse.growing import grow_for_run
+from reuse.model import (ModelError, build_model, count_parameters, flops_per_step, load_config, load_model,
+                         set_dropout)
 from reuse.objective import CausalLM, LossModule, MaskedLM, objective_for
 from reuse.runlog import RunLog
 from reuse.tokenize import TokenizeError, load_tokenizer
@@ -96,35 +99,32 @@ def prepare_output_dir(cfg: TrainConfig, resolved: dict, rank: int) -> bool:
     return False
 
 
-def make_model(cfg: TrainConfig):
-    """Returns (model, growth report or None)."""
+def make_model(cfg: TrainConfig, blocks: torch.Tensor, tokenizer, max_steps: int, device: torch.device):
+    """Returns (model, growth report or None, MSG transition or None)."""
     if cfg.init_from and cfg.grow_method:
-        from reuse.grow import grow_checkpoint  # the growth operators plug in here
         if not cfg.config:
             raise TrainError("--grow-method needs --config, the larger target model")
-        return grow_checkpoint(cfg.init_from, load_config(cfg.config), cfg.grow_method, seed=cfg.seed,
-                               depth_method=cfg.grow_depth_method, mapping=cfg.grow_mapping, noise=cfg.grow_noise)
+        grown = grow_for_run(cfg, blocks, tokenizer, max_steps, device)  # the growth operators plug in here
+        return grown.model, grown.report, grown.transition
     if cfg.init_from:
-        return load_model(cfg.init_from), None
+        return load_model(cfg.init_from), None, None
     if not cfg.config:
         raise TrainError("give --config (a model config) or --init-from (a checkpoint)")
     torch.manual_seed(cfg.seed)
-    return build_model(load_config(cfg.config)), None
+    return build_model(load_config(cfg.config)), None, None
 
 
-def set_dropout(model, dropout: float | None) -> float:
-    """Override the model's dropout (under the config's own names, BERT/RoBERTa or GPT-2, so the saved config.json
-    says what was trained); returns the dropout the run trains with."""
-    names = [n for n in ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop",
-                         "attn_pdrop") if hasattr(model.config, n)]
-    if dropout is None:
-        return getattr(model.config, names[0])
-    for name in names:
-        setattr(model.config, name, dropout)
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = dropout
-    return dropout
+def ramping(transition) -> bool:
+    """Whether MSG's masks are still on: the masked model's weights alone are another function, so it is never
+    saved as best/ and its evaluations do not count towards --patience."""
+    return transition is not None and transition.active
+
+
+def advance_ramp(transition, steps_done: int) -> None:
+    """MSG's masks for the next step (steps_done / ramp); at 1 the masks go and the model is a plain one again
+    (the same parameters, so the optimizer is unaffected)."""
+    if ramping(transition) and transition.step(steps_done) == 1.0:
+        transition.finish()
 
 
 def use_speed_paths(model, objective, device: torch.device, autocast_dtype: torch.dtype | None):
@@ -179,6 +179,7 @@ class Run:
     seq_len: int
     state: TrainState
     log: RunLog
+    transition: object | None          # MSG's masked transition while it ramps (reuse.msg), else None
     epoch_order: tuple[int, torch.Tensor] = (-1, torch.empty(0))  # (epoch, its block order), made once per epoch
 
 
@@ -193,18 +194,18 @@ def setup(cfg: TrainConfig) -> Run:
         raise TrainError(f"--micro-batch-size {cfg.micro_batch_size} does not divide the per-process batch {share}")
     info = inspect_tokens(cfg.train_data)
     tokenizer = load_tokenizer(cfg.tokenizer or info.tokenizer, search_dirs=[Path(cfg.train_data).parent])
-    model, growth = make_model(cfg)
-    if model.config.vocab_size != len(tokenizer):
-        raise TrainError(f"the model has vocab_size {model.config.vocab_size} but tokenizer {info.tokenizer!r} has "
-                         f"{len(tokenizer)} tokens: use a config with vocab_size {len(tokenizer)}")
-    dropout = set_dropout(model, cfg.dropout)
-    objective = objective_for(model.config, tokenizer, cfg.mlm_probability)
     blocks = load_blocks(cfg.train_data, cfg.block_size, cfg.fraction, cfg.seed)
     steps_per_epoch = len(blocks) // cfg.batch_size
     if steps_per_epoch == 0:
         raise TrainError(f"fraction {cfg.fraction} gives {len(blocks)} blocks, fewer than one batch of "
                          f"{cfg.batch_size}: raise --fraction or lower --batch-size")
     max_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    model, growth, transition = make_model(cfg, blocks, tokenizer, max_steps, device)
+    if model.config.vocab_size != len(tokenizer):
+        raise TrainError(f"the model has vocab_size {model.config.vocab_size} but tokenizer {info.tokenizer!r} has "
+                         f"{len(tokenizer)} tokens: use a config with vocab_size {len(tokenizer)}")
+    dropout = set_dropout(model, cfg.dropout)
+    objective = objective_for(model.config, tokenizer, cfg.mlm_probability)
     valid_blocks = load_blocks(cfg.valid_data, cfg.block_size)[:cfg.eval_batches * cfg.eval_batch_size] \
         if cfg.valid_data else None
 
@@ -227,6 +228,11 @@ def setup(cfg: TrainConfig) -> Run:
         state = ckpt.load_trainer_state(latest, model, optimizer, scheduler, mask_gen)
         if rank == 0:
             print(f"resuming from {latest} at step {state.step}", flush=True)
+    elif growth is not None:
+        state.flops += growth.get("ligo_flops", 0.0)  # LiGO's operator steps are the run's compute too
+        if cfg.grow_optimizer:
+            carry_from_checkpoint(cfg.init_from, optimizer, model, growth, lambda small: make_optimizer(small, cfg))
+    advance_ramp(transition, state.step)  # a resumed run's masks where it stopped
     if dist.is_initialized():
         dist.barrier()
 
@@ -239,7 +245,7 @@ def setup(cfg: TrainConfig) -> Run:
     log = RunLog(out, max_steps, state.step, device, autocast_dtype, world, cfg.log_every, enabled=rank == 0)
     return Run(cfg, rank, world, device, out, model, tokenizer, objective, loss_module, optimizer, scheduler,
                mask_gen, autocast_dtype, blocks, valid_blocks, steps_per_epoch, max_steps,
-               objective.seq_len(cfg.block_size), state, log)
+               objective.seq_len(cfg.block_size), state, log, transition)
 
 
 # ---------------------------------------------------------------------------------------------------- the step
@@ -291,11 +297,12 @@ def evaluate_and_keep_best(run: Run) -> None:
                                  autocast_dtype=run.autocast_dtype)
         state.valid = result["log_ppl"]
         run.log.valid(state.step, state.valid)
-        if state.valid < state.best_valid:
+        candidate = not ramping(run.transition)  # a masked model is only logged
+        if candidate and state.valid < state.best_valid:
             state.best_valid, state.best_step, state.stale_evals = state.valid, state.step, 0
             ckpt.save_model(run.out / "best", run.model, run.tokenizer, {"step": state.step, **result},
                             run_config=run.out / "run_config.json")
-        else:
+        elif candidate:
             state.stale_evals += 1
     if run.world > 1:  # every rank must agree to stop
         flag = torch.tensor([float(state.stale_evals)], device=run.device)
@@ -327,6 +334,7 @@ def train(cfg: TrainConfig) -> dict:
             raise TrainError(f"the loss became {loss} at step {step + 1}; the last good checkpoint is kept in "
                              f"{run.out / 'checkpoints'}: lower --lr or check the data")
         state.step = step + 1
+        advance_ramp(run.transition, state.step)
         step_flops = flops_per_step(run.model.config, cfg.batch_size, run.seq_len, predicted)
         state.flops += step_flops
         last = state.step == run.max_steps
