@@ -1,0 +1,232 @@
+"""The fitting procedure of Alabdulmohsin, Neyshabur, Zhai, "Revisiting Neural Scaling Laws in Language and Vision"
+(NeurIPS 2022) for M2, M3 and M4, as the authors' code runs it (github.com/google-research/google-research, folder
+`revisiting_neural_scaling_laws`, `methods/` and the notebook's set-up). Written here from that description.
+
+Every estimator minimises the squared residuals of its log form, log g(e) - log f(x), but not globally: from a fixed
+start it alternates a least-squares solve for the parameters that enter linearly with steps on the others, and its
+answer is where that iteration stops. So the start, the bounds, the step rules and the stopping rule are all part of
+the estimator, and are kept here:
+
+- margin 1e-3: e_inf stays in [max(0, lo - 1e-3), min(y) - 1e-3] and starts at its top; e_0 stays in
+  [max(y) + 1e-3, up + 1e-3] (no top without a bound `up`);
+- a round = least squares, then for rounds 0-99, 1,000 gradient steps of 1e-8 on the mean squared log residual,
+  from round 100 on, 100 Newton steps damped by 0.1 (the diagonal of the Hessian for M4; a coordinate of M4 is only
+  moved while its second derivative exceeds 1e-5 in size);
+- stop once b changes by less than 1e-10 in a round (M2, M4: only after round 101), or after 10,000 rounds; the
+  answer is the last least squares' (b, c, a) with the e_inf (e_0) of the steps after it.
+
+M3's nonlinear parameter g starts at 0 and is set each round to the best of the values that fit one point exactly
+(if one beats the current g). M4's least squares are non-negative (log b, -c, a >= 0) on the columns
+(1, -log x, log(e_0 - y)) with e_0 at its start: the reference builds that matrix once, so its e_0 moves only in
+the steps.
+
+The steps are the reference's own, one by one; they are run for many curves at once (numpy over a batch axis,
+finished curves dropped), which is what makes the 92-task benchmark take seconds rather than an hour.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+
+MARGIN = 1e-3
+GD_ROUNDS, GD_STEPS, GD_LR, GD_TOL = 100, 1000, 1e-8, 0.005
+NEWTON_STEPS, NEWTON_LR, MIN_CURVATURE = 100, 0.1, 1e-5
+MAX_ROUNDS, STOP = 10_000, 1e-10
+
+
+class Batch:
+    """Curves of different lengths padded into (B, n) arrays; `w` marks real points, `n` counts them. Padding
+    repeats a curve's last point, so every logarithm stays finite, and has weight 0 in every mean and solve."""
+
+    def __init__(self, xs: list[np.ndarray], ys: list[np.ndarray]):
+        width = max(len(x) for x in xs)
+        self.w = np.zeros((len(xs), width))
+        self.x, self.y = np.ones_like(self.w), np.ones_like(self.w)
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            order = np.argsort(x, kind="stable")
+            self.x[i], self.y[i] = x[order][-1], y[order][-1]
+            self.x[i, :len(x)], self.y[i, :len(x)], self.w[i, :len(x)] = x[order], y[order], 1.0
+        self.n = self.w.sum(axis=1)
+        self.ymin = np.array([y.min() for y in ys])
+        self.ymax = np.array([y.max() for y in ys])
+
+
+def line_fit(u, t, w, n):
+    """Weighted least squares t = a + s u per row (closed form, centred): (a, s)."""
+    mu, mt = (w * u).sum(1) / n, (w * t).sum(1) / n
+    du = (u - mu[:, None]) * w
+    s = (du * (t - mt[:, None])).sum(1) / (du * du).sum(1)
+    return mt - s * mu, s
+
+
+def nnls_rows(A, t, w):
+    """Non-negative least squares per row, by trying every support: the optimum is the unconstrained solution on
+    its own support, so the best feasible one among all supports is the optimum (3 columns: 7 supports)."""
+    A, t = A * w[..., None], t * w
+    best_cost = (t * t).sum(1)
+    best = np.zeros(A.shape[::2])
+    for k in range(1, A.shape[2] + 1):
+        for support in combinations(range(A.shape[2]), k):
+            sub = A[:, :, support]
+            q, r = np.linalg.qr(sub)
+            coef = np.linalg.solve(r, np.einsum("bnk,bn->bk", q, t)[..., None])[..., 0]
+            cost = ((np.einsum("bnk,bk->bn", sub, coef) - t) ** 2).sum(1)
+            take = np.all(coef >= 0, axis=1) & (cost < best_cost)
+            best_cost = np.where(take, cost, best_cost)
+            full = np.zeros_like(best)
+            full[:, support] = coef
+            best[take] = full[take]
+    return best
+
+
+def gd_step(curvature, left):
+    """The time of the next gradient step in a gradient round (1,000 steps of 1e-8, 1e-5 in all). Where the
+    objective is flat enough for it (curvature * step <= GD_TOL), several of the reference's steps are taken as one:
+    the same gradient-flow path to within about GD_TOL / 2 of the distance moved, at a fraction of the cost. Never
+    shorter than one reference step, so at most 1,000 steps per round; 0 once a curve's round is done."""
+    with np.errstate(divide="ignore"):
+        dt = np.maximum(GD_TOL / curvature, GD_LR)
+    dt = np.where(left - dt < 0.5 * GD_LR, left, dt)
+    return np.minimum(dt, left)
+
+
+def clip(v, lo, hi):
+    return np.minimum(np.maximum(v, lo), hi)  # the reference's order: lower bound first, then upper
+
+
+def fit_m2(batch: Batch, lo_bound: float = 0.0) -> dict[str, np.ndarray]:
+    """e - e_inf = b x^c."""
+    B = len(batch.n)
+    lo, hi = np.full(B, max(0.0, lo_bound - MARGIN)), batch.ymin - MARGIN
+    e_inf, log_b, c, rounds = hi.copy(), np.zeros(B), np.full(B, -0.5), np.zeros(B, dtype=int)
+    old_b, active = np.ones(B), np.arange(B)
+    u = np.log(batch.x)
+    for k in range(MAX_ROUNDS):
+        rows = active
+        y, w, n = batch.y[rows], batch.w[rows], batch.n[rows]
+        e = e_inf[rows]
+        lb, s = line_fit(u[rows], np.log(y - e[:, None]), w, n)
+        log_f = lb[:, None] + s[:, None] * u[rows]
+        lo_r, hi_r, wn = lo[rows], hi[rows], w / n[:, None]
+        if k < GD_ROUNDS:
+            left = np.full(len(rows), GD_STEPS * GD_LR)
+            while np.any(left > 0):
+                d = y - e[:, None]
+                r = np.log(d) - log_f
+                q = wn / d
+                grad, curvature = -(q * r).sum(1), (q / d * np.abs(1 - r)).sum(1)
+                dt = gd_step(curvature, left)
+                e, left = clip(e - dt * grad, lo_r, hi_r), left - dt
+        else:
+            for _ in range(NEWTON_STEPS):
+                d = y - e[:, None]
+                r = np.log(d) - log_f
+                q = wn / d
+                grad, hess = -(q * r).sum(1), (q / d * (1 - r)).sum(1)
+                e = clip(e - NEWTON_LR * grad / hess, lo_r, hi_r)
+        e_inf[rows], log_b[rows], c[rows], rounds[rows] = e, lb, s, k + 1
+        b = np.exp(lb)
+        done = (np.abs(b - old_b[rows]) < STOP) & (k > GD_ROUNDS + 1)
+        old_b[rows] = b
+        active = rows[~done]
+        if not len(active):
+            break
+    return {"b": np.exp(log_b), "c": c, "e_inf": e_inf, "rounds": rounds}
+
+
+def fit_m3(batch: Batch) -> dict[str, np.ndarray]:
+    """e = b (1/x + g)^(-c), reported with c <= 0 (the reference writes b (1/x + g)^c with c >= 0)."""
+    B = len(batch.n)
+    g, log_b, c, rounds = np.zeros(B), np.zeros(B), np.zeros(B), np.zeros(B, dtype=int)
+    old_b, active = np.ones(B), np.arange(B)
+    log_y = np.log(batch.y)
+    for k in range(MAX_ROUNDS):
+        rows = active
+        x, w, n, ly = batch.x[rows], batch.w[rows], batch.n[rows], log_y[rows]
+        lb, s = line_fit(np.log(1 / x + g[rows, None]), ly, w, n)
+        s = np.maximum(s, 0.0)  # the reference clips the exponent, after its unconstrained solve
+
+        def sse(gamma):  # (rows, candidates) -> objective of each candidate g
+            pred = lb[:, None, None] + s[:, None, None] * np.log(1 / x[:, None, :] + gamma[..., None])
+            return (w[:, None, :] * (ly[:, None, :] - pred) ** 2).sum(-1)
+
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            # g that puts point i exactly on the curve: (y_i / b)^(1/c) - 1/x_i
+            candidates = np.exp((ly - lb[:, None]) / s[:, None]) - 1 / x
+            usable = (candidates >= 0) & (w > 0)
+            values = np.where(usable, sse(np.where(usable, candidates, 0.0)), np.inf)
+        current = sse(g[rows, None])[:, 0]
+        # the first of equal candidates wins, and only a strict improvement replaces the current g
+        best = np.argmin(values, axis=1)
+        better = values[np.arange(len(rows)), best] < current
+        g_new = np.where(better, candidates[np.arange(len(rows)), best], g[rows])
+        g[rows], log_b[rows], c[rows], rounds[rows] = g_new, lb, -s, k + 1
+        b = np.exp(lb)
+        done = np.abs(b - old_b[rows]) < STOP
+        old_b[rows] = b
+        active = rows[~done]
+        if not len(active):
+            break
+    return {"b": np.exp(log_b), "c": c, "g": g, "rounds": rounds}
+
+
+def fit_m4(batch: Batch, e_0_start: np.ndarray, up_bound: np.ndarray, lo_bound: float = 0.0) -> dict:
+    """(e - e_inf) / (e_0 - e)^a = b x^c. `e_0_start` and `up_bound` (NaN: none) per curve."""
+    B = len(batch.n)
+    lo, hi = np.full(B, max(0.0, lo_bound - MARGIN)), batch.ymin - MARGIN
+    floor0 = batch.ymax + MARGIN
+    top0 = np.where(np.isnan(up_bound), np.inf, up_bound + MARGIN)
+    e_inf, e_0 = hi.copy(), np.asarray(e_0_start, dtype=np.float64).copy()
+    log_b, c, a, rounds = np.zeros(B), np.full(B, -0.5), np.zeros(B), np.zeros(B, dtype=int)
+    old_b, active = np.ones(B), np.arange(B)
+    u = np.log(batch.x)
+    A = np.stack([np.ones_like(u), -u, np.log(e_0[:, None] - batch.y)], axis=2)  # fixed at the start's e_0
+    for k in range(MAX_ROUNDS):
+        rows = active
+        y = batch.y[rows]
+        ei, e0 = e_inf[rows], e_0[rows]
+        coef = nnls_rows(A[rows], np.log(y - ei[:, None]), batch.w[rows])
+        lb, s, al = coef[:, 0], -coef[:, 1], coef[:, 2]
+        log_f = lb[:, None] + s[:, None] * u[rows]
+        bounds = lo[rows], hi[rows], floor0[rows], top0[rows]
+        wn = batch.w[rows] / batch.n[rows, None]
+        if k < GD_ROUNDS:
+            left = np.full(len(rows), GD_STEPS * GD_LR)
+            while np.any(left > 0):
+                ei, e0, left = _m4_step(wn, y, log_f, al, ei, e0, bounds, left)
+        else:
+            for _ in range(NEWTON_STEPS):
+                ei, e0, _ = _m4_step(wn, y, log_f, al, ei, e0, bounds, None)
+        e_inf[rows], e_0[rows], log_b[rows], c[rows], a[rows], rounds[rows] = ei, e0, lb, s, al, k + 1
+        b = np.exp(lb)
+        done = (np.abs(b - old_b[rows]) < STOP) & (k > GD_ROUNDS + 1)
+        old_b[rows] = b
+        active = rows[~done]
+        if not len(active):
+            break
+    return {"b": np.exp(log_b), "c": c, "a": a, "e_inf": e_inf, "e_0": e_0, "rounds": rounds}
+
+
+def _m4_step(wn, y, log_f, al, ei, e0, bounds, left):
+    """A gradient step (with `left`, the time left in the round) or a damped Newton step (left=None)."""
+    lo, hi, floor0, top0 = bounds
+    d_inf, d_0 = y - ei[:, None], e0[:, None] - y
+    r = np.log(d_inf) - al[:, None] * np.log(d_0) - log_f
+    q_inf, q_0 = wn / d_inf, wn / d_0
+    g_inf, g_0 = -(q_inf * r).sum(1), -al * (q_0 * r).sum(1)
+    if left is None:
+        h_inf = (q_inf / d_inf * (1 - r)).sum(1)
+        h_0 = al * (q_0 / d_0 * (al[:, None] + r)).sum(1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ei = np.where(np.abs(h_inf) > MIN_CURVATURE, ei - NEWTON_LR * g_inf / h_inf, ei)
+            e0 = np.where(np.abs(h_0) > MIN_CURVATURE, e0 - NEWTON_LR * g_0 / h_0, e0)
+    else:  # a bound on the Hessian's largest eigenvalue (Gershgorin) sets the step
+        cross = al * (q_inf / d_0).sum(1)
+        curvature = np.maximum((q_inf / d_inf * np.abs(1 - r)).sum(1),
+                               al * (q_0 / d_0 * np.abs(al[:, None] + r)).sum(1)) + cross
+        dt = gd_step(curvature, left)
+        ei, e0, left = ei - dt * g_inf, e0 - dt * g_0, left - dt
+    # the reference projects e_inf into its interval, then e_0 above max(y) + margin and below its bound
+    return clip(ei, lo, hi), np.minimum(np.maximum(e0, floor0), top0), left
