@@ -5,11 +5,13 @@ From "Revisiting Neural Scaling Laws in Language and Vision" (Alabdulmohsin, Ney
 - M2: e(x) - e_inf = b x^c
 - M3: e(x) = b (1/x + g)^(-c), g >= 0
 - M4: (e(x) - e_inf) / (e_0 - e(x))^a = b x^c, a >= 0, b > 0, c < 0; the prediction solves this equation for e(x)
-All are least squares in log space. For fixed nonlinear parameters (e_inf; g; e_inf and e_0) the rest is one linear
-least-squares solve (log b, c and, for M4, a), so only the nonlinear ones are searched. Their objective is not
-unimodal (for M2, a sharp minimum at the true e_inf sits beside a shallow one at 0), so each is searched on a
-log-spaced grid of distances to its bound (e_inf below the smallest loss, e_0 above the largest), then refined
-locally from the best grid points. The bounds keep every logarithm finite.
+All are least squares on the log form (log g(e) - log f(x)). M2-M4 are fitted by default as the paper's authors fit
+them (`procedure="reference"`, reuse/scaling/alternating.py): from a fixed start, least squares for the linear
+parameters alternating with gradient and Newton steps on e_inf (e_0), or a choice among exact-fit values of g; the
+answer is where that iteration stops, not a global minimum. `procedure="grid"` is the global minimum instead: for
+fixed nonlinear parameters (e_inf; g; e_inf and e_0) the rest is one linear least-squares solve, so only the
+nonlinear ones are searched, on a log-spaced grid of distances to their bounds, then refined locally from the best
+grid points (the objective is not unimodal: for M2 a sharp minimum at the true e_inf sits beside a shallow one at 0).
 """
 
 from __future__ import annotations
