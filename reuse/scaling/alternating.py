@@ -297,41 +297,56 @@ def fit_m4(batch: Batch, e_0_start: np.ndarray, up_bound: np.ndarray, lo_bound: 
 
 
 def _m4_newton_round(wn, y, log_f, al, ei, e0, bounds):
-    """Where a = 0 (an exact zero of the non-negative solve) e_0 has no gradient and no curvature, so it stays and
-    the round is one-dimensional; elsewhere two-dimensional. Rows where neither shortcut is safe step one by one."""
+    """Where the reference's steps leave e_0 where it is (its second derivative at most 1e-5 in size, always so
+    where a = 0, an exact zero of the non-negative solve; or e_0 at a bound its step pushes against) the round is
+    one-dimensional in e_inf (checked again halfway and at its end); elsewhere two-dimensional. Rows where neither
+    shortcut is safe step one by one."""
     lo, hi, floor0, top0 = bounds
     ei, e0 = ei.copy(), e0.copy()
-    flat = np.flatnonzero(al == 0)
+
+    def derivatives_2d(zi, z0, rows):
+        d_inf, d_0 = y[rows] - zi[:, None], z0[:, None] - y[rows]
+        a = al[rows, None]
+        r = np.log(d_inf) - a * np.log(d_0) - log_f[rows]
+        q_inf, q_0 = wn[rows] / d_inf, wn[rows] / d_0
+        return (-(q_inf * r).sum(1), -a[:, 0] * (q_0 * r).sum(1), (q_inf / d_inf * (1 - r)).sum(1),
+                a[:, 0] * (q_0 / d_0 * (a + r)).sum(1), a[:, 0] * (q_inf / d_0).sum(1))
+
+    def e0_stays(zi, rows):  # the reference's step leaves e_0 where it is: no curvature, or pushed into a bound
+        _, g_0, _, h_0, _ = derivatives_2d(zi, e0[rows], rows)
+        push = g_0 / h_0
+        return (np.abs(h_0) <= MIN_CURVATURE) | ((e0[rows] <= floor0[rows]) & (push > 0)) | \
+            ((e0[rows] >= top0[rows]) & (push < 0))
+
+    every = np.arange(len(ei))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        still = e0_stays(ei, every)
+    flat, slow = np.flatnonzero(still), np.zeros(len(ei), dtype=bool)
     if len(flat):
         def derivatives_1d(e, sel):
-            rows = flat[sel]
-            d = y[rows] - e[:, None]
-            r = np.log(d) - log_f[rows]
-            q = wn[rows] / d
-            return -(q * r).sum(1), (q / d * (1 - r)).sum(1)
+            g_i, _, h_i, _, _ = derivatives_2d(e, e0[flat[sel]], flat[sel])
+            return g_i, h_i
 
-        ei[flat] = newton_round(derivatives_1d, ei[flat], lo[flat], hi[flat], min_h=MIN_CURVATURE)
-    curved = np.flatnonzero(al != 0)
+        start = ei[flat]
+        ei[flat] = newton_round(derivatives_1d, start, lo[flat], hi[flat], min_h=MIN_CURVATURE)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for t in (0.5, 1.0):  # e_0 must have stayed all the way
+                slow[flat] |= ~e0_stays(start + t * (ei[flat] - start), flat)
+        ei[flat[slow[flat]]] = start[slow[flat]]
+    curved = np.flatnonzero(~still)
     if len(curved):
-        def derivatives_2d(zi, z0, sel):
-            rows = curved[sel]
-            d_inf, d_0 = y[rows] - zi[:, None], z0[:, None] - y[rows]
-            a = al[rows, None]
-            r = np.log(d_inf) - a * np.log(d_0) - log_f[rows]
-            q_inf, q_0 = wn[rows] / d_inf, wn[rows] / d_0
-            return (-(q_inf * r).sum(1), -a[:, 0] * (q_0 * r).sum(1), (q_inf / d_inf * (1 - r)).sum(1),
-                    a[:, 0] * (q_0 / d_0 * (a + r)).sum(1), a[:, 0] * (q_inf / d_0).sum(1))
-
         box = lo[curved], hi[curved], floor0[curved], top0[curved]
-        end_i, end_0, ok = newton_round_2d(derivatives_2d, ei[curved], e0[curved], box)
+        end_i, end_0, ok = newton_round_2d(lambda zi, z0, sel: derivatives_2d(zi, z0, curved[sel]),
+                                           ei[curved], e0[curved], box)
         ei[curved[ok]], e0[curved[ok]] = end_i[ok], end_0[ok]
-        slow = curved[~ok]
-        if len(slow):
-            vi, v0 = ei[slow], e0[slow]
-            sub = tuple(b[slow] for b in bounds)
-            for _ in range(NEWTON_STEPS):
-                vi, v0, _ = _m4_step(wn[slow], y[slow], log_f[slow], al[slow], vi, v0, sub, None)
-            ei[slow], e0[slow] = vi, v0
+        slow[curved[~ok]] = True
+    slow = np.flatnonzero(slow)
+    if len(slow):
+        vi, v0 = ei[slow], e0[slow]
+        sub = tuple(b[slow] for b in bounds)
+        for _ in range(NEWTON_STEPS):
+            vi, v0, _ = _m4_step(wn[slow], y[slow], log_f[slow], al[slow], vi, v0, sub, None)
+        ei[slow], e0[slow] = vi, v0
     return ei, e0
 
 
