@@ -1,4 +1,4 @@
-"""python -m reuse.scaling benchmark [--methods M1 M2 M3 M4 BNSL] [--domains IC NMT LM BB] --out FILE.csv
+"""python -m reuse.scaling benchmark [--methods M1 M2 M3 M4 BNSL] [--domains IC NMT LM BB] [--procedure grid] --out FILE.csv
 python -m reuse.scaling fit results/demo/results.csv [--out fits.png]
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from reuse.cli import Parser, output_file, positive_int
 from reuse.scaling.benchmark import DOMAINS, plot_summary, run_benchmark, summarize, write_rows
-from reuse.scaling.estimators import ESTIMATORS, ScalingError
+from reuse.scaling.estimators import ESTIMATORS, PROCEDURES, ScalingError
 from reuse.scaling.fit import fit_results, plot_fits, read_results
 
 
@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     bench = sub.add_parser("benchmark", help="extrapolation benchmark of Alabdulmohsin et al. (2022)")
     bench.add_argument("--methods", nargs="+", default=["M1", "M2", "M3", "M4"], help=", ".join(ESTIMATORS))
     bench.add_argument("--domains", nargs="+", default=list(DOMAINS))
+    bench.add_argument("--procedure", choices=PROCEDURES, default="reference",
+                       help="M2-M4: the authors' alternating iteration (default) or the global grid-then-refine fit")
     bench.add_argument("--out", type=output_file, required=True,
                        help="per-task CSV; the summary and plot go beside it")
     fit = sub.add_parser("fit", help="fit the curves of a reuse.sweep results table")
@@ -43,14 +45,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "benchmark":
             start = time.perf_counter()
-            rows = run_benchmark(args.methods, args.domains)
+            rows = run_benchmark(args.methods, args.domains, procedure=args.procedure)
             seconds = time.perf_counter() - start
-            write_rows(rows, args.out, ["Domain", "Task", "Model", "Method", "RMSE", "SE"])
+            write_rows(rows, args.out, ["Domain", "Task", "Model", "Method", "RMSE", "SE", "rounds", "note"])
             summary = summarize(rows)
-            write_rows(summary, args.out.with_name(args.out.stem + "_summary.csv"),
-                       ["Domain", "Method", "tasks", "median_RMSE", "win_fraction"])
+            columns = ["Domain", "Method", "tasks", "median_RMSE", "wins", "win_fraction"]
+            write_rows(summary, args.out.with_name(args.out.stem + "_summary.csv"), columns)
             plot_summary(summary, args.out.with_name(args.out.stem + "_summary.png"))
-            print_table(summary, ["Domain", "Method", "tasks", "median_RMSE", "win_fraction"])
+            print_table(summary, columns)
             print(f"{len(rows)} fits in {seconds:.1f} s -> {args.out}")
         else:
             rows = read_results(args.results, args.loss)

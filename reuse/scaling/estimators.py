@@ -5,17 +5,21 @@ From "Revisiting Neural Scaling Laws in Language and Vision" (Alabdulmohsin, Ney
 - M2: e(x) - e_inf = b x^c
 - M3: e(x) = b (1/x + g)^(-c), g >= 0
 - M4: (e(x) - e_inf) / (e_0 - e(x))^a = b x^c, a >= 0, b > 0, c < 0; the prediction solves this equation for e(x)
-All are least squares in log space. For fixed nonlinear parameters (e_inf; g; e_inf and e_0) the rest is one linear
-least-squares solve (log b, c and, for M4, a), so only the nonlinear ones are searched. Their objective is not
-unimodal (for M2, a sharp minimum at the true e_inf sits beside a shallow one at 0), so each is searched on a
-log-spaced grid of distances to its bound (e_inf below the smallest loss, e_0 above the largest), then refined
-locally from the best grid points. The bounds keep every logarithm finite.
+All are least squares on the log form (log g(e) - log f(x)). M2-M4 are fitted by default as the paper's authors fit
+them (`procedure="reference"`, reuse/scaling/alternating.py): from a fixed start, least squares for the linear
+parameters alternating with gradient and Newton steps on e_inf (e_0), or a choice among exact-fit values of g; the
+answer is where that iteration stops, not a global minimum. `procedure="grid"` is the global minimum instead: for
+fixed nonlinear parameters (e_inf; g; e_inf and e_0) the rest is one linear least-squares solve, so only the
+nonlinear ones are searched, on a log-spaced grid of distances to their bounds, then refined locally from the best
+grid points (the objective is not unimodal: for M2 a sharp minimum at the true e_inf sits beside a shallow one at 0).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import brentq, minimize, minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
+
+from reuse.scaling import alternating
 
 GRID = 64
 
@@ -77,15 +81,62 @@ class M1(Estimator):
         return self.params["b"] * np.asarray(x, dtype=np.float64) ** self.params["c"]
 
 
-class M2(Estimator):
+PROCEDURES = ("reference", "grid")
+
+
+class Alternating(Estimator):
+    """Shared by M2-M4: `procedure="reference"` (default) is the authors' alternating iteration
+    (reuse/scaling/alternating.py); `procedure="grid"` is the global least-squares minimum over the nonlinear
+    parameters, searched on a log grid and refined (this project's earlier fit, kept for comparison: README)."""
+
+    def __init__(self, procedure: str = "reference"):
+        if procedure not in PROCEDURES:
+            raise ScalingError(f"unknown procedure {procedure!r}; choose from {', '.join(PROCEDURES)}")
+        self.procedure = procedure
+
+    def fit(self, x, y):
+        x, y = check_xy(x, y, self.n_params)
+        if self.procedure == "grid":
+            return self._fit_grid(x, y)
+        return self.fit_many([x], [y])[0]
+
+    def fit_many(self, xs, ys) -> list:
+        """The reference procedure on many curves at once (the same answers as one `fit` each, faster)."""
+        pairs = [check_xy(x, y, self.n_params) for x, y in zip(xs, ys)]
+        if self.procedure == "grid":
+            return [type(self)(**self._options())._fit_grid(x, y) for x, y in pairs]
+        self._check(pairs)
+        batch = alternating.Batch([p[0] for p in pairs], [p[1] for p in pairs])
+        with np.errstate(all="ignore"):  # out-of-domain trial steps are clipped back by the projection
+            found = self._run(batch, pairs)
+        out = []
+        for i in range(len(pairs)):
+            est = type(self)(**self._options())
+            est.rounds = int(found["rounds"][i])
+            est.params = {k: float(v[i]) for k, v in found.items() if k != "rounds"}
+            out.append(est)
+        return out
+
+    def _options(self) -> dict:
+        return {"procedure": self.procedure}
+
+    def _check(self, pairs):
+        if any(y.min() <= alternating.MARGIN for _, y in pairs):
+            raise ScalingError(f"losses must exceed {alternating.MARGIN} (the reference's margin below the "
+                               "smallest loss) for the reference procedure; use procedure='grid'")
+
+
+class M2(Alternating):
     name, n_params = "M2", 3
+
+    def _run(self, batch, pairs):
+        return alternating.fit_m2(batch)
 
     @staticmethod
     def _solve(e_inf, x, y):
         return linear_fit([np.ones_like(x), np.log(x)], np.log(y - e_inf))
 
-    def fit(self, x, y):
-        x, y = check_xy(x, y, self.n_params)
+    def _fit_grid(self, x, y):
         low = y.min()
         # t = log(min y - e_inf), from "e_inf = 0" down to a gap of 1e-6 of the smallest loss.
         t = search_1d(lambda t: self._solve(low - np.exp(t), x, y)[1], np.log(low * 1e-6), np.log(low))
@@ -99,15 +150,20 @@ class M2(Estimator):
         return p["e_inf"] + p["b"] * np.asarray(x, dtype=np.float64) ** p["c"]
 
 
-class M3(Estimator):
+class M3(Alternating):
     name, n_params = "M3", 3
+
+    def _run(self, batch, pairs):
+        return alternating.fit_m3(batch)
+
+    def _check(self, pairs):
+        pass  # no e_inf, so no margin
 
     @staticmethod
     def _solve(g, x, y):
         return linear_fit([np.ones_like(x), -np.log(1 / x + g)], np.log(y))
 
-    def fit(self, x, y):
-        x, y = check_xy(x, y, self.n_params)
+    def _fit_grid(self, x, y):
         # g from negligible (1e-6 / max x, i.e. M1) to dominant (10 / min x), on a log scale; beyond that the curve
         # is flat over the data and b, c are no longer determined.
         t = search_1d(lambda t: self._solve(np.exp(t), x, y)[1], np.log(1e-6 / x.max()), np.log(10 / x.min()))
@@ -121,16 +177,47 @@ class M3(Estimator):
         return p["b"] * (1 / np.asarray(x, dtype=np.float64) + p["g"]) ** (-p["c"])
 
 
-class M4(Estimator):
+class M4(Alternating):
+    """`e_0`: with the reference procedure, the start of e_0 (default 1.0 when every loss is below 1 - 1e-3, as the
+    paper's notebook starts it, else max(y) + 1e-3, the reference's own default); with the grid procedure, a fixed
+    e_0 (default: searched). `loss_bound`: the largest loss possible (1 for error rates), capping e_0 at it + 1e-3
+    (reference procedure only; default none)."""
     name, n_params = "M4", 5
+
+    def __init__(self, procedure: str = "reference", e_0: float | None = None, loss_bound: float | None = None):
+        super().__init__(procedure)
+        for label, v in (("e_0", e_0), ("loss_bound", loss_bound)):
+            if v is not None and not (np.isfinite(v) and v > 0):
+                raise ScalingError(f"{label} = {v} must be a positive number")
+        self.e_0, self.loss_bound = e_0, loss_bound
+
+    def _options(self):
+        return {"procedure": self.procedure, "e_0": self.e_0, "loss_bound": self.loss_bound}
+
+    def _start(self, y):
+        if self.e_0 is not None:
+            if self.e_0 <= y.max():
+                raise ScalingError(f"e_0 = {self.e_0} is not above the largest observed loss {y.max()}")
+            return self.e_0
+        return 1.0 if y.max() < 1 - alternating.MARGIN else y.max() + alternating.MARGIN
+
+    def _check(self, pairs):
+        super()._check(pairs)
+        if self.loss_bound is not None and any(y.max() > self.loss_bound for _, y in pairs):
+            raise ScalingError(f"a loss exceeds loss_bound = {self.loss_bound}")
+
+    def _run(self, batch, pairs):
+        starts = np.array([self._start(y) for _, y in pairs])
+        bound = np.full(len(pairs), np.nan if self.loss_bound is None else self.loss_bound)
+        return alternating.fit_m4(batch, starts, bound)
 
     @staticmethod
     def _solve(e_inf, e_0, x, y):
         # log(e - e_inf) = log b + c log x + a log(e_0 - e)
         return linear_fit([np.ones_like(x), np.log(x), np.log(e_0 - y)], np.log(y - e_inf))
 
-    def fit(self, x, y, e_0: float | None = None):
-        x, y = check_xy(x, y, self.n_params - (e_0 is not None))
+    def _fit_grid(self, x, y):
+        e_0 = self.e_0
         if e_0 is not None and e_0 <= y.max():
             raise ScalingError(f"e_0 = {e_0} is not above the largest observed loss {y.max()}")
         low, high = y.min(), y.max()
@@ -158,17 +245,22 @@ class M4(Estimator):
         return self
 
     def predict(self, x):
+        """Solves (e - e_inf) / (e_0 - e)^a = b x^c for e in (e_inf, e_0), by bisection on its log form, which
+        rises in e; a below 1e-5 is taken as 0 (M2's form), as in the reference."""
         p = self.params
-        log_b = np.log(p["b"])
-
-        def solve(xi):
-            target = log_b + p["c"] * np.log(xi)
-            # Increasing in e on (e_inf, e_0), from -inf to +inf (or to a finite value when a = 0).
-            f = lambda e: np.log(e - p["e_inf"]) - p["a"] * np.log(p["e_0"] - e) - target  # noqa: E731
-            eps = 1e-12 * (p["e_0"] - p["e_inf"])
-            lo, hi = p["e_inf"] + eps, p["e_0"] - eps
-            return brentq(f, lo, hi) if f(hi) > 0 else hi
-        return np.array([solve(xi) for xi in np.atleast_1d(np.asarray(x, dtype=np.float64))])
+        x = np.atleast_1d(np.asarray(x, dtype=np.float64))
+        f = p["b"] * x ** p["c"]
+        if p["a"] < 1e-5:
+            return p["e_inf"] + f
+        lo, hi = np.full_like(x, p["e_inf"]), np.full_like(x, p["e_0"])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for _ in range(200):
+                mid = 0.5 * (lo + hi)
+                above = np.log(mid - p["e_inf"]) - p["a"] * np.log(p["e_0"] - mid) > np.log(f)
+                lo, hi = np.where(above, lo, mid), np.where(above, mid, hi)
+                if np.all(hi - lo <= 1e-15 * np.abs(hi)):
+                    break
+        return 0.5 * (lo + hi)
 
 
 class BNSL(Estimator):

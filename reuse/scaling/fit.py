@@ -41,17 +41,20 @@ def read_results(path: str | Path, loss: str = "final_log_ppl") -> list[dict]:
 
 def bootstrap_exponent(estimator_cls, x, y, n_boot: int, seed: int) -> tuple[float, float] | None:
     """95% percentile interval of c over resamples of the points; None when most resamples cannot be fitted
-    (too few distinct points, as with 3 models and a 3-parameter estimator)."""
+    (too few distinct points, as with 3 models and a 3-parameter estimator). Resamples are fitted as one batch
+    where the estimator has one (`fit_many`: the reference iteration of M2-M4)."""
     rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(x), len(x))
-        try:
-            values.append(estimator_cls().fit(x[idx], y[idx]).params["c"])
-        except (ScalingError, FloatingPointError, ValueError):
-            continue  # a resample with too few distinct points
-    if len(values) < n_boot // 2:
+    n_params = estimator_cls().n_params
+    resamples = [rng.integers(0, len(x), len(x)) for _ in range(n_boot)]
+    resamples = [i for i in resamples if len(np.unique(x[i])) >= n_params]  # the others cannot be fitted
+    if len(resamples) < n_boot // 2 or not resamples:
         return None
+    estimator = estimator_cls()
+    if hasattr(estimator, "fit_many"):
+        fitted = estimator.fit_many([x[i] for i in resamples], [y[i] for i in resamples])
+    else:
+        fitted = [estimator_cls().fit(x[i], y[i]) for i in resamples]
+    values = [f.params["c"] for f in fitted]
     return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
 
 
