@@ -89,8 +89,9 @@ def read_results(path: str | Path, needed: tuple[str, ...] = ("parameters", "fra
             rows = list(csv.DictReader(f))
     except (UnicodeDecodeError, csv.Error) as e:
         raise ResultsError(f"{path} is not a readable CSV table ({e})") from e
-    if not rows or not set(needed) <= set(rows[0]):
-        raise ResultsError(f"{path} needs the columns {sorted(needed)} and at least one row")
+    missing = set(needed) - set(rows[0] if rows else ())
+    if not rows or missing:
+        raise ResultsError(f"{path} lacks the columns {sorted(missing or needed)} (or has no rows)")
     for number, row in enumerate(rows, start=2):
         row.setdefault("seed", "0")
         for key in NUMERIC | INTEGER | {k for k in row if k.startswith(DOWNSTREAM)}:

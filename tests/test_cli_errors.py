@@ -123,7 +123,7 @@ def test_error_messages_say_what_was_wrong(work, capsys):
         (evaluate.main, ["{d}/broken-ck", *EVAL[1:]], "broken-ck"),
         (grow.main, [*GROW[:4], "--out", "{d}/a-file"], "a-file is an existing file; give a folder"),
         (transfer.main, ["{d}/nan.csv"], "run s2 (scratch) has data_tokens 10000000.0 and best_log_ppl nan"),
-        (transfer.main, ["{d}/words.csv"], "words.csv:3: data_tokens is 'lots', not a number"),
+        (transfer.main, ["{d}/words.csv"], "words.csv line 3: data_tokens = 'lots' is not a number"),
     ]
     for main, argv, message in cases:
         _, err = exit_of(main, [a.format(d=d) for a in argv], capsys)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 
-from reuse.scaling import alternating
+import reuse.scaling.alternating as alternating
 
 GRID = 64
 

@@ -8,29 +8,24 @@ with D the data fraction (the law's B absorbs the corpus size).
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
+from reuse.results import ResultsError
+from reuse.results import read_results as read_results_table
 from reuse.scaling.estimators import ESTIMATORS, ScalingError
 from reuse.scaling.laws import chinchilla_fit
 
-NEEDED = {"parameters", "fraction", "method", "final_log_ppl"}
+NEEDED = ("parameters", "fraction", "method", "final_log_ppl")
 
 
 def read_results(path: str | Path, loss: str = "final_log_ppl") -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise ScalingError(f"{path} does not exist")
+    """A sweep's results table (reuse.results: one schema for every reader), with the fitted columns numeric."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise ScalingError(f"{path} is not a CSV table ({e})") from e
-    missing = (NEEDED | {loss}) - set(rows[0] if rows else {})
-    if not rows or missing:
-        raise ScalingError(f"{path} lacks the columns {sorted(missing)} (or has no rows): is it a reuse.sweep table?")
+        rows = read_results_table(path, needed=tuple(dict.fromkeys(NEEDED + (loss,))))
+    except ResultsError as e:
+        raise ScalingError(f"{e}: is it a reuse.sweep table?") from None
     for r in rows:
         try:
             r["parameters"], r["fraction"], r[loss] = float(r["parameters"]), float(r["fraction"]), float(r[loss])
