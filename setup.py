@@ -26,6 +26,7 @@ setup(
         "spacy>=3.7",
         "wikiextractor>=3.0.6",
         "submitit",
+        "filelock",
     ],
     extras_require={"test": ["pytest", "pytest-xdist", "filelock", "nbclient", "nbformat", "ipykernel"]},
 )

@@ -21,6 +21,8 @@ import os
 import pickle
 import re
 import shutil
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -56,6 +58,77 @@ class TrainState:
     best_step: int = -1                    # -1: no evaluation yet
     stale_evals: int = 0                   # evaluations since the last new best (early stopping counts these)
     stopped_early: bool = False
+
+
+class RunLock:
+    """One trainer per run folder: a second process training into the same folder is refused.
+
+    The lock is flock(2) on `<run>/.lock` (through filelock): the OS drops it when its process dies, so the lock of a
+    killed run is free for the next one. `<run>/.owner` names the holder; finding it under a free lock means its
+    process died holding the folder, and the new run says it took over.
+    """
+
+    def __init__(self, run_dir: Path):
+        from filelock import FileLock
+
+        self.run_dir = Path(run_dir)
+        self.lock = FileLock(str(self.run_dir / ".lock"))
+        self.owner = self.run_dir / ".owner"
+
+    def acquire(self) -> str | None:
+        """Take the folder, or raise CheckpointError naming the process that holds it; returns a message when a
+        dead process's hold was taken over."""
+        from filelock import Timeout
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.lock.acquire(timeout=0)
+        except Timeout:
+            holder = self.owner.read_text().strip() if self.owner.exists() else "another process"
+            raise CheckpointError(f"{self.run_dir} is being trained by {holder}: wait for it to finish or stop it, "
+                                  f"or choose another --output-dir") from None
+        previous = self.owner.read_text().strip() if self.owner.exists() else None
+        self.owner.write_text(f"process {os.getpid()} on {os.uname().nodename}\n")
+        return f"took over {self.run_dir} from {previous}, which is no longer running" if previous else None
+
+    def release(self) -> None:
+        if self.lock.is_locked:
+            self.owner.unlink(missing_ok=True)
+            self.lock.release()
+
+
+def prepare_run_dir(cfg, resolved: dict, rank: int) -> bool:
+    """Make cfg.output_dir (a TrainConfig's) this run's folder, recording `resolved` (reuse.config.resolve) in
+    run_config.json; returns whether to resume. Another run's folder is refused unless --resume or --overwrite."""
+    out = Path(cfg.output_dir)
+    saved = out / "run_config.json"
+    if saved.exists() and not cfg.overwrite:
+        previous = json.loads(saved.read_text())
+        changed = {k: [previous.get(k), v] for k, v in resolved.items()
+                   if k not in ("resume", "overwrite") and previous.get(k) != v}
+        if changed and not cfg.resume:
+            raise CheckpointError(f"{out} holds another run (its run_config.json differs in {', '.join(sorted(changed))}); "
+                             f"pass --resume to continue it with these arguments, --overwrite to replace it, or "
+                             f"choose another --output-dir")
+        if changed and rank == 0:
+            # The folder must describe the run as it continues: the new config replaces the old, and the history
+            # keeps what changed and when, so a result can still be traced to every setting it was trained under.
+            with open(out / "run_history.jsonl", "a") as f:
+                f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": " ".join(sys.argv),
+                                    "changed": changed}) + "\n")
+            saved.write_text(json.dumps(resolved, indent=2))
+            (out / "command.txt").write_text(" ".join(sys.argv) + "\n")
+        return True
+    if rank == 0:
+        if cfg.overwrite:
+            for name in ("checkpoints", "best", "tb", "summary.json", "run_config.json", "log.jsonl", "growth.json",
+                         "run_history.jsonl"):
+                path = out / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(resolved, indent=2))
+        (out / "command.txt").write_text(" ".join(sys.argv) + "\n")
+    return False
 
 
 def _move_into(tmp: Path, target: Path) -> None:

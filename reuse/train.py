@@ -18,7 +18,6 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -64,39 +63,6 @@ def setup_distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     return rank, world, device
-
-
-def prepare_output_dir(cfg: TrainConfig, resolved: dict, rank: int) -> bool:
-    """Returns whether to resume. Another run's folder is refused unless --resume or --overwrite."""
-    out = Path(cfg.output_dir)
-    saved = out / "run_config.json"
-    if saved.exists() and not cfg.overwrite:
-        previous = json.loads(saved.read_text())
-        changed = {k: [previous.get(k), v] for k, v in resolved.items()
-                   if k not in ("resume", "overwrite") and previous.get(k) != v}
-        if changed and not cfg.resume:
-            raise TrainError(f"{out} holds another run (its run_config.json differs in {', '.join(sorted(changed))}); "
-                             f"pass --resume to continue it with these arguments, --overwrite to replace it, or "
-                             f"choose another --output-dir")
-        if changed and rank == 0:
-            # The folder must describe the run as it continues: the new config replaces the old, and the history
-            # keeps what changed and when, so a result can still be traced to every setting it was trained under.
-            with open(out / "run_history.jsonl", "a") as f:
-                f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": " ".join(sys.argv),
-                                    "changed": changed}) + "\n")
-            saved.write_text(json.dumps(resolved, indent=2))
-            (out / "command.txt").write_text(" ".join(sys.argv) + "\n")
-        return True
-    if rank == 0:
-        if cfg.overwrite:
-            for name in ("checkpoints", "best", "tb", "summary.json", "run_config.json", "log.jsonl", "growth.json",
-                         "run_history.jsonl"):
-                path = out / name
-                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        out.mkdir(parents=True, exist_ok=True)
-        saved.write_text(json.dumps(resolved, indent=2))
-        (out / "command.txt").write_text(" ".join(sys.argv) + "\n")
-    return False
 
 
 def make_model(cfg: TrainConfig, blocks: torch.Tensor, tokenizer, max_steps: int, device: torch.device):
@@ -180,6 +146,7 @@ class Run:
     state: TrainState
     log: RunLog
     transition: object | None          # MSG's masked transition while it ramps (reuse.msg), else None
+    lock: ckpt.RunLock | None          # rank 0's hold on the run folder
     epoch_order: tuple[int, torch.Tensor] = (-1, torch.empty(0))  # (epoch, its block order), made once per epoch
 
 
@@ -211,7 +178,13 @@ def setup(cfg: TrainConfig) -> Run:
 
     resolved = resolve(cfg, model_config=model.config, tokenizer=cfg.tokenizer or info.tokenizer, world_size=world,
                        device=device.type, max_steps=max_steps, dropout=dropout)
-    resume = prepare_output_dir(cfg, resolved, rank)
+    # One trainer per folder (a sweep killed with -9 leaves its child running; a re-run must not add a second
+    # writer). A failure below releases it with the process, or with the lock object in-process.
+    lock = ckpt.RunLock(cfg.output_dir) if rank == 0 else None
+    taken_over = lock.acquire() if lock else None
+    if taken_over:
+        print(taken_over, flush=True)
+    resume = ckpt.prepare_run_dir(cfg, resolved, rank)
     out = Path(cfg.output_dir)
     if growth is not None and rank == 0:
         (out / "growth.json").write_text(json.dumps(growth))
@@ -245,7 +218,7 @@ def setup(cfg: TrainConfig) -> Run:
     log = RunLog(out, max_steps, state.step, device, autocast_dtype, world, cfg.log_every, enabled=rank == 0)
     return Run(cfg, rank, world, device, out, model, tokenizer, objective, loss_module, optimizer, scheduler,
                mask_gen, autocast_dtype, blocks, valid_blocks, steps_per_epoch, max_steps,
-               objective.seq_len(cfg.block_size), state, log, transition)
+               objective.seq_len(cfg.block_size), state, log, transition, lock)
 
 
 # ---------------------------------------------------------------------------------------------------- the step
@@ -314,6 +287,15 @@ def evaluate_and_keep_best(run: Run) -> None:
 # ---------------------------------------------------------------------------------------------------- the run
 def train(cfg: TrainConfig) -> dict:
     run = setup(cfg)
+    try:
+        return train_loop(run)
+    finally:
+        if run.lock:
+            run.lock.release()
+
+
+def train_loop(run: Run) -> dict:
+    cfg = run.cfg
     state, evaluating = run.state, run.valid_blocks is not None
     if evaluating and cfg.init_from and state.step == 0:
         # A warm start is evaluated before its first step: the loss right after growth (what the operator kept),

@@ -138,3 +138,38 @@ def test_resume_skips_a_damaged_checkpoint_and_still_ends_bitwise(tmp_path, bert
     assert "at step 2" in done.stdout
     assert (out / "model.safetensors").read_bytes() == finished
     assert not (out / "checkpoints" / ".tmp-step-0000006-0123abcd").exists()
+
+
+def test_a_run_folder_takes_one_trainer_and_a_dead_ones_hold_is_taken_over(tmp_path, bert_tok):
+    """A sweep killed with -9 leaves its child training; a re-run must not start a second writer in its folder."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from conftest import ROOT, run_main
+    from reuse.train import main
+
+    text = tmp_path / "t.raw"
+    text.write_text("the quick brown fox jumps over the lazy dog near the river bank today\n" * 400)
+    tokenize_file(text, bert_tok, "bert-base-uncased")
+    out = tmp_path / "run"
+    args = ["--config", "configs/bert-2L-64H.json", "--train-data", str(tmp_path / "t.raw.bert-base-uncased.hdf5"),
+            "--output-dir", str(out), "--batch-size", "4", "--max-steps", "100000", "--save-every", "1",
+            "--threads", "1"]
+    first = subprocess.Popen([sys.executable, "-m", "reuse.train", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not list(out.glob("checkpoints/step-*")) and time.time() < deadline:
+            time.sleep(0.1)
+        assert first.poll() is None, "the first trainer ended before the test could race it"
+        second = run_main(main, args, "reuse.train", check=False)
+        assert second.returncode == 1
+        assert f"is being trained by process {first.pid}" in second.stderr and "\n" not in second.stderr.strip()
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+    third = run_main(main, [*args[:-6], "--max-steps", "1", "--resume", "--threads", "1"], "reuse.train")
+    assert f"took over {out} from process {first.pid}" in third.stdout
+    assert not (out / ".owner").exists()  # a finished run leaves the folder free
