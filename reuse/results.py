@@ -21,8 +21,7 @@ from pathlib import Path
 # grown or fine-tuned from (what the whole method cost).
 COLUMNS = ["run_id", "model", "parameters", "fraction", "seed", "data_tokens", "training_tokens", "steps", "epochs",
            "method", "grow_method", "parent", "target", "post_growth_log_ppl", "final_log_ppl", "best_log_ppl",
-           "best_step", "regime",
-           "train_flops", "chain_flops", "wall_time_s"]
+           "best_step", "regime", "train_flops", "chain_flops", "wall_time_s"]
 NUMERIC = {"parameters", "fraction", "data_tokens", "training_tokens", "epochs", "post_growth_log_ppl",
            "final_log_ppl", "best_log_ppl", "train_flops", "chain_flops", "wall_time_s"}
 INTEGER = {"seed", "steps", "best_step"}
