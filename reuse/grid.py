@@ -83,9 +83,6 @@ def grid_seeds(grid: dict) -> dict[float, list[int]]:
     return per
 
 
-OPERATORS = ("net2net", "aki", "random", "msg", "ligo")  # the width operators reuse.growing grows a BERT with
-
-
 def check_operators(grid: dict) -> None:
     """`operators: {net2net: {}, msg: {grow_ramp_steps: 50}}`: one reuse chain per operator, each on top of
     `methods.reuse`'s recipe; refused here, before planning, when it cannot mean that."""
@@ -99,9 +96,13 @@ def check_operators(grid: dict) -> None:
     if not isinstance(operators, dict) or not operators:
         raise SweepError(f"grid {name}: 'operators' must map operator names to recipe overrides, like "
                          f"{{net2net: {{}}, msg: {{grow_ramp_steps: 50}}}}")
-    unknown = sorted(set(operators) - set(OPERATORS))
+    from reuse.growing import RULES  # the operators each model family grows with
+
+    family = grid.get("family", "bert")
+    known = RULES.get(family, ())
+    unknown = sorted(set(operators) - set(known))
     if unknown:
-        raise SweepError(f"grid {name}: unknown operators {unknown}; use {', '.join(OPERATORS)}")
+        raise SweepError(f"grid {name}: unknown operators {unknown} for {family}; use {', '.join(known)}")
     for op, recipe in operators.items():
         if recipe is not None and not isinstance(recipe, dict):
             raise SweepError(f"grid {name}: operator {op}'s recipe must be a mapping of train options (or {{}})")

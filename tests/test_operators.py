@@ -41,7 +41,8 @@ def test_one_operator_plans_exactly_as_the_reuse_recipe_alone():
 
 
 @pytest.mark.parametrize("change,message", [
-    ({"operators": {"net2net": {}, "lemon": {}}}, "unknown operators ['lemon']; use net2net, aki, random, msg, ligo"),
+    ({"operators": {"net2net": {}, "lemon": {}}}, "unknown operators ['lemon'] for bert; use net2net, aki, "
+                                                    "random, msg, ligo"),
     ({"operators": {"aki": {}}, "methods": {"scratch": {"lr": 1e-3}}}, "'operators' grows on top of the reuse "
                                                                         "recipe"),
     ({"operators": ["net2net", "aki"]}, "'operators' must map operator names"),
