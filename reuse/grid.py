@@ -46,6 +46,7 @@ def load_grid(path: str | Path) -> dict:
         if transfer:
             raise SweepError(f"grid {path}: transfer grids do not take seeds yet; remove 'seeds'")
         grid_seeds(grid)  # checks them
+    check_operators(grid)
     recipes = [grid.get("train") or {}] + [r or {} for r in grid["methods"].values()]
     if any(r.get("patience") for r in recipes) and not transfer and not grid.get("valid_data"):
         raise SweepError(f"grid {path} sets patience but no valid_data: early stopping needs a valid split")
@@ -80,3 +81,28 @@ def grid_seeds(grid: dict) -> dict[float, list[int]]:
         if len(set(seeds)) != len(seeds):
             raise SweepError(f"grid {grid['name']}: seeds {seeds} repeat a seed (fraction {fraction:g})")
     return per
+
+
+def check_operators(grid: dict) -> None:
+    """`operators: {net2net: {}, msg: {grow_ramp_steps: 50}}`: one reuse chain per operator, each on top of
+    `methods.reuse`'s recipe; refused here, before planning, when it cannot mean that."""
+    if "operators" not in grid:
+        return
+    operators, name = grid["operators"], grid.get("name", "?")
+    if "targets" in grid:
+        raise SweepError(f"grid {name}: 'operators' needs a model ladder, not a transfer study; remove it")
+    if "reuse" not in grid["methods"]:
+        raise SweepError(f"grid {name}: 'operators' grows on top of the reuse recipe; add 'methods: {{reuse: ...}}'")
+    if not isinstance(operators, dict) or not operators:
+        raise SweepError(f"grid {name}: 'operators' must map operator names to recipe overrides, like "
+                         f"{{net2net: {{}}, msg: {{grow_ramp_steps: 50}}}}")
+    from reuse.growing import RULES  # the operators each model family grows with
+
+    family = grid.get("family", "bert")
+    known = RULES.get(family, ())
+    unknown = sorted(set(operators) - set(known))
+    if unknown:
+        raise SweepError(f"grid {name}: unknown operators {unknown} for {family}; use {', '.join(known)}")
+    for op, recipe in operators.items():
+        if recipe is not None and not isinstance(recipe, dict):
+            raise SweepError(f"grid {name}: operator {op}'s recipe must be a mapping of train options (or {{}})")

@@ -20,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from reuse.results import ResultsError, read_results  # noqa: E402
+from reuse.results import ResultsError, by_operator, read_results  # noqa: E402
 from reuse.stats import t_interval  # noqa: E402
 
 STYLE = {"scratch": ("GnBu", ":", "*", "scratch"), "reuse": ("YlOrBr", "-", "o", "reuse")}
@@ -28,7 +28,8 @@ STYLE = {"scratch": ("GnBu", ":", "*", "scratch"), "reuse": ("YlOrBr", "-", "o",
 
 def curves(rows: list[dict], x: str, loss: str) -> dict:
     """(method, fraction) -> sorted [(x, mean loss over seeds, 95% half-width or None)]. At the smallest model
-    reuse coincides with scratch, so the reuse curve starts from that scratch point, as in the paper. Rows without
+    reuse coincides with scratch, so the reuse curve (each operator's, in an operator study) starts from that
+    scratch point, as in the paper. Rows without
     a finite loss are left out, and counted in the figure's caption by the caller."""
     seeds = defaultdict(list)
     for row in rows:
@@ -38,7 +39,7 @@ def curves(rows: list[dict], x: str, loss: str) -> dict:
     for (method, fraction, at), values in seeds.items():
         groups[(method, fraction)].append((at, *t_interval(values)))
     for (method, fraction), points in list(groups.items()):
-        if method == "reuse" and x == "parameters" and ("scratch", fraction) in groups:
+        if method.startswith("reuse") and x == "parameters" and ("scratch", fraction) in groups:
             first = min(groups[("scratch", fraction)])
             if first[0] < min(points)[0]:
                 points.append(first)
@@ -61,6 +62,7 @@ def draw(ax, rows: list[dict], x: str, loss: str, xscale_millions: bool) -> None
     groups = curves(rows, x, loss)
     fractions = sorted({f for _, f in groups})
     for (method, fraction), points in sorted(groups.items()):
+        # Methods without a style (the operators of an operator study, `reuse msg`) get the colour cycle's next.
         colour_map, line, marker, label = STYLE.get(method, ("Greys", "--", "s", method))
         xs = [p[0] / 1e6 if xscale_millions else p[0] for p in points]
         errors = [p[2] or 0.0 for p in points]  # 95% t interval over seeds; none for a single seed
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline", type=float, help="draw this loss (e.g. the unigram baseline) as a line")
     args = parser.parse_args(argv)
     try:
-        rows = read_results(args.results)
+        rows = by_operator(read_results(args.results))  # an operator study: one curve per operator
     except ResultsError as e:
         sys.exit(f"error: {e}")
     if args.loss not in rows[0]:

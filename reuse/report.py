@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reuse.results import by_operator
 from reuse.stats import fmt, t_interval
 
 LOSS = "best_log_ppl"  # the kept model (best/) is the one at the best valid loss
@@ -43,18 +44,24 @@ def summarise(rows: list[dict], loss: str = LOSS) -> list[dict]:
     return out
 
 
+def is_reuse(method: str) -> bool:
+    """`reuse`, or one operator's runs in an operator study (`reuse msg`, reuse.results.by_operator)."""
+    return method == "reuse" or method.startswith("reuse ")
+
+
 def paired_gains(rows: list[dict], loss: str = LOSS) -> list[dict]:
-    """Per fraction and reused width: the gain scratch - reuse over the seeds that have both, with its interval."""
+    """Per fraction, reused width and reuse method (one per operator in an operator study): the gain
+    scratch - reuse over the seeds that have both, with its interval."""
     by_key = {(r["fraction"], r["parameters"], r["method"], r["seed"]): r[loss] for r in rows}
     out = []
     for fraction, parameters, method in sorted({(r["fraction"], r["parameters"], r["method"]) for r in rows}):
-        if method != "reuse":
+        if not is_reuse(method):
             continue
-        seeds = sorted(s for (f, p, m, s) in by_key if (f, p, m) == (fraction, parameters, "reuse")
+        seeds = sorted(s for (f, p, m, s) in by_key if (f, p, m) == (fraction, parameters, method)
                        and (fraction, parameters, "scratch", s) in by_key)
         if not seeds:
             continue
-        gains = [by_key[(fraction, parameters, "scratch", s)] - by_key[(fraction, parameters, "reuse", s)]
+        gains = [by_key[(fraction, parameters, "scratch", s)] - by_key[(fraction, parameters, method, s)]
                  for s in seeds]
         mean, half = t_interval(gains)
         if half is None:
@@ -65,9 +72,10 @@ def paired_gains(rows: list[dict], loss: str = LOSS) -> list[dict]:
             verdict = "yes: scratch is lower"
         else:
             verdict = "no: the interval contains 0"
-        out.append({"fraction": fraction, "parameters": parameters, "seeds": seeds, "gain": (mean, half),
+        out.append({"fraction": fraction, "parameters": parameters, "method": method, "seeds": seeds,
+                    "gain": (mean, half),
                     "scratch": t_interval([by_key[(fraction, parameters, "scratch", s)] for s in seeds]),
-                    "reuse": t_interval([by_key[(fraction, parameters, "reuse", s)] for s in seeds]),
+                    "reuse": t_interval([by_key[(fraction, parameters, method, s)] for s in seeds]),
                     "verdict": verdict})
     return out
 
@@ -90,11 +98,15 @@ def shapes(summary: list[dict]) -> list[str]:
         at = [s for s in summary if s["fraction"] == fraction]
         scratch = [(s["parameters"], s["loss"][0]) for s in at if s["method"] == "scratch"]
         smallest = min(scratch)[0] if scratch else None
-        # The reuse curve starts at the shared smallest model, as in Figure 4a.
-        reuse = [(s["parameters"], s["loss"][0]) for s in at if s["method"] == "reuse"] + \
-                [p for p in scratch if p[0] == smallest]
-        lines.append(f"- fraction {fraction:g}: from scratch the mean loss {curve_shape(scratch)}; "
-                     f"with reuse it {curve_shape(reuse)}.")
+        # Each reuse curve (one per operator in an operator study) starts at the shared smallest model, as in
+        # Figure 4a.
+        reused = []
+        for method in sorted({s["method"] for s in at if is_reuse(s["method"])}) or ["reuse"]:
+            reuse = [(s["parameters"], s["loss"][0]) for s in at if s["method"] == method] + \
+                    [p for p in scratch if p[0] == smallest]
+            reused.append(f"with {method} it {curve_shape(reuse)}")
+        lines.append(f"- fraction {fraction:g}: from scratch the mean loss {curve_shape(scratch)}"
+                     + "".join(f"; {r}" for r in reused) + ".")
     return lines
 
 
@@ -159,15 +171,78 @@ def downstream_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+def tokens_saved(runs: list[dict], scratch: list[dict], loss: str = LOSS) -> str:
+    """D_T of reused runs of one width (mean over seeds), each run's loss inverted on that width's scratch curve
+    (scratch means over seeds per data size, reuse.transfer.effective_data); or why it cannot be computed."""
+    from reuse.transfer import TransferError, effective_data
+
+    by_d = defaultdict(list)
+    for r in scratch:
+        by_d[r["data_tokens"]].append(r[loss])
+    if not by_d:
+        return "not computed: no scratch run of this width"
+    d = sorted(by_d)
+    try:
+        found = [effective_data(d, [float(np.mean(by_d[x])) for x in d], r[loss]) for r in runs]
+    except TransferError as e:
+        return f"not computed: {e}"
+    markers = {m for _, m in found}
+    saved = float(np.mean([d_e - r["data_tokens"] for (d_e, _), r in zip(found, runs)]))
+    if len(markers) > 1:
+        bounds = sum(m != "" for _, m in found)
+        return f"{saved:,.0f} ({bounds} of {len(found)} seeds are bounds at the scratch range's edge)"
+    return f"{markers.pop()}{saved:,.0f}"
+
+
+def operator_lines(rows: list[dict]) -> list[str]:
+    """The operator study: per fraction, reused width and growth operator, what growth kept (post-growth loss
+    beside the parent's), the losses, the paired gain over scratch and the tokens saved. Empty for a table with
+    fewer than two operators."""
+    labelled = by_operator(rows)
+    if labelled is rows:
+        return []
+    by_id = {r["run_id"]: r for r in rows}
+    gains = {(g["fraction"], g["parameters"], g["method"]): g for g in paired_gains(labelled)}
+    lines = ["", "## Growth operators", "",
+             "Per fraction, reused width and operator (each operator's chain grown from the one scratch ladder). "
+             "After growth: the warm start's valid loss before any step; parent: the best valid loss of the model it "
+             "was grown from (the checkpoint it starts from, on the same valid batches); their difference is what "
+             "the growth lost (0: the function was preserved). Gain: scratch - reuse of the best valid loss, paired "
+             "by seed. Tokens saved: D_T = D_E - D_F, D_E inverted on the same width's scratch runs over fractions "
+             "(see the effective-data section). Means over seeds, ± a 95% t interval.", "",
+             "| fraction | model (M params) | operator | seeds | after growth | parent | after growth - parent | "
+             "best valid | final valid | gain over scratch | distinguishable from 0 | tokens saved (D_T) |",
+             "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+    for (fraction, parameters, method), runs in groups(labelled).items():
+        if not is_reuse(method):
+            continue
+        started = [r for r in runs if isinstance(r.get("post_growth_log_ppl"), float) and r["parent"] in by_id]
+        post = [r["post_growth_log_ppl"] for r in started]
+        parent = [by_id[r["parent"]][LOSS] for r in started]
+        kept = (f"{fmt(*t_interval(post))} | {fmt(*t_interval(parent))} | "
+                f"{fmt(*t_interval([a - b for a, b in zip(post, parent)]))}") if started else "not recorded | | "
+        g = gains.get((fraction, parameters, method))
+        gain = f"{fmt(*g['gain'])} | {g['verdict']}" if g else "no scratch run at these seeds |"
+        scratch = [r for r in rows if r["method"] == "scratch" and r["parameters"] == parameters]
+        lines.append(f"| {fraction:g} | {parameters / 1e6:.2f} | {runs[0]['grow_method']} | {len(runs)} | {kept} | "
+                     f"{fmt(*t_interval([r[LOSS] for r in runs]))} | "
+                     f"{fmt(*t_interval([r['final_log_ppl'] for r in runs]))} | {gain} | "
+                     f"{tokens_saved(runs, scratch)} |")
+    return lines
+
+
 def write_report(grid: dict, rows: list[dict], results: Path, figure: Path, baseline: float | None,
                  seconds: float) -> Path:
     from reuse.transfer import analyse
 
+    raw, rows = rows, by_operator(rows)  # an operator study keeps each operator's runs apart
+    several = rows is not raw
     summary = summarise(rows)
     seeds = sorted({r["seed"] for r in rows})
     lines = [f"# Sweep `{grid['name']}`", "",
              f"{len(rows)} runs: models {', '.join(Path(m).stem for m in grid['models'])}; fractions "
-             f"{', '.join(f'{float(f):g}' for f in grid['fractions'])}; methods {', '.join(grid['methods'])}; "
+             f"{', '.join(f'{float(f):g}' for f in grid['fractions'])}; methods {', '.join(grid['methods'])}"
+             f"{'; growth operators ' + ', '.join(grid['operators']) if grid.get('operators') else ''}; "
              f"seeds {', '.join(map(str, seeds))}. Training data `{grid['train_data']}`. Losses are valid "
              f"log-perplexities (nats per masked token) of the kept model, the one at the best periodic valid "
              f"loss; ± is a 95% Student t interval over seeds. Training of all runs took "
@@ -199,10 +274,12 @@ def write_report(grid: dict, rows: list[dict], results: Path, figure: Path, base
               "| fraction | model (M params) | seeds | scratch | reuse | gain (scratch - reuse) | distinguishable from 0 |",
               "| ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for g in paired_gains(rows):
-        lines.append(f"| {g['fraction']:g} | {g['parameters'] / 1e6:.2f} | {len(g['seeds'])} | {fmt(*g['scratch'])} | "
-                     f"{fmt(*g['reuse'])} | {fmt(*g['gain'], digits=3)} | {g['verdict']} |")
+        method = f" ({g['method']})" if several else ""
+        lines.append(f"| {g['fraction']:g} | {g['parameters'] / 1e6:.2f}{method} | {len(g['seeds'])} | "
+                     f"{fmt(*g['scratch'])} | {fmt(*g['reuse'])} | {fmt(*g['gain'], digits=3)} | {g['verdict']} |")
     lines += ["", "Paired by seed: scratch and reuse of one seed trained on the same data blocks.", "",
               "## Shape of the curves", ""] + shapes(summary)
+    lines += operator_lines(raw)
     lines += downstream_lines(rows)
     lines += ["", "## Every run", "", "After growth: a reused run's valid loss before its first step (its parent's "
               "best was its start).", "",
@@ -218,7 +295,8 @@ def write_report(grid: dict, rows: list[dict], results: Path, figure: Path, base
               "a lower bound); D_T = D_E - D_F, the tokens saved.", "",
               "| model (M params) | fraction | D_F (tokens) | D_E | D_T (tokens saved) | D_F / D_E |",
               "| ---: | ---: | ---: | ---: | ---: | ---: |"]
-    means = [{"run_id": f"{s['fraction']:g}", "method": s["method"], "parameters": s["parameters"], "target": "",
+    means = [{"run_id": f"{s['fraction']:g}" + (f" ({s['method']})" if several and is_reuse(s["method"]) else ""),
+              "method": s["method"], "parameters": s["parameters"], "target": "",
               "data_tokens": next(r["data_tokens"] for r in rows if r["fraction"] == s["fraction"]),
               LOSS: s["loss"][0]} for s in summary]
     for t in analyse(means, "data_tokens", LOSS):

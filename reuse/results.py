@@ -15,12 +15,13 @@ import os
 from pathlib import Path
 
 # data_tokens: unique tokens of the training fraction; training_tokens: tokens seen (steps x batch x sequence);
-# epochs: training_tokens / data_tokens; post_growth_log_ppl: a warm-started run's valid loss before its first step
+# epochs: training_tokens / data_tokens; grow_method: a reused run's growth operator (empty for any other run);
+# post_growth_log_ppl: a warm-started run's valid loss before its first step
 # (what growth kept of the parent); chain_flops: this run's training FLOPs plus those of every run it was
 # grown or fine-tuned from (what the whole method cost).
 COLUMNS = ["run_id", "model", "parameters", "fraction", "seed", "data_tokens", "training_tokens", "steps", "epochs",
-           "method", "parent", "target", "post_growth_log_ppl", "final_log_ppl", "best_log_ppl", "best_step", "regime",
-           "train_flops", "chain_flops", "wall_time_s"]
+           "method", "grow_method", "parent", "target", "post_growth_log_ppl", "final_log_ppl", "best_log_ppl",
+           "best_step", "regime", "train_flops", "chain_flops", "wall_time_s"]
 NUMERIC = {"parameters", "fraction", "data_tokens", "training_tokens", "epochs", "post_growth_log_ppl",
            "final_log_ppl", "best_log_ppl", "train_flops", "chain_flops", "wall_time_s"}
 INTEGER = {"seed", "steps", "best_step"}
@@ -66,6 +67,16 @@ def run_regime(run_dir: str | Path) -> str:
     return classify_regime(valid_curve(run_dir), bool(summary.get("stopped_early")))
 
 
+def by_operator(rows: list[dict]) -> list[dict]:
+    """The rows with each reused run's method named by its growth operator (`reuse msg`) when the table holds more
+    than one operator (an operator study), so that summaries, gains and figures keep the operators apart; a table
+    with one operator (or none) comes back unchanged."""
+    operators = {r.get("grow_method", "") for r in rows if r["method"] == "reuse"}
+    if len(operators) < 2:
+        return rows
+    return [{**r, "method": f"reuse {r['grow_method']}"} if r["method"] == "reuse" else r for r in rows]
+
+
 def write_results(rows: list[dict], path: str | Path) -> None:
     """Atomically: a killed sweep leaves the previous table, never half of one."""
     path = Path(path)
@@ -94,6 +105,7 @@ def read_results(path: str | Path, needed: tuple[str, ...] = ("parameters", "fra
         raise ResultsError(f"{path} lacks the columns {sorted(missing or needed)} (or has no rows)")
     for number, row in enumerate(rows, start=2):
         row.setdefault("seed", "0")
+        row.setdefault("grow_method", "")  # tables from before the operator study
         for key in NUMERIC | INTEGER | {k for k in row if k.startswith(DOWNSTREAM)}:
             if row.get(key) not in (None, ""):
                 try:

@@ -31,12 +31,12 @@ import yaml
 
 from reuse.config import ConfigError, TrainConfig, check_config, config_from_dict
 from reuse.data import DataError, inspect_tokens
-from reuse.grid import SweepError, grid_seeds, load_grid  # noqa: F401 (SweepError, load_grid: public here)
+from reuse.grid import SweepError, check_operators, grid_seeds, load_grid  # noqa: F401 (SweepError, load_grid: public here)
 from reuse.grow import GrowthError
-from reuse.growing import plan_chain
-from reuse.model import ModelError, is_checkpoint
+from reuse.growing import check_growth, plan_chain
+from reuse.model import ModelError, is_checkpoint, load_config
 from reuse.report import write_report
-from reuse.results import run_regime, write_results
+from reuse.results import by_operator, run_regime, write_results
 from reuse.runs import model_tag, run_name
 from reuse.transfer import TransferError
 
@@ -94,6 +94,7 @@ def plan(grid: dict) -> list[Run]:
                                            if v not in ("", None)}))
         except ConfigError as e:
             raise SweepError(f"grid {grid['name']}, run {run.run_id}: {e}") from e
+    check_growth_options(grid, runs)
     check_batches(grid, runs)
     return runs
 
@@ -108,6 +109,11 @@ def plan_ladder(grid: dict) -> list[Run]:
     # A fraction may want its own step cap (more data takes more steps to use up): on top of `train`, under the
     # method recipes and model_args.
     per_fraction = {float(k): v for k, v in (grid.get("fraction_args") or {}).items()}
+    check_operators(grid)
+    # Without `operators` there is one chain, on the reuse recipe alone; with it, one per operator, whose own
+    # settings override the reuse recipe's.
+    chains = [{**(o or {}), "grow_method": op} for op, o in grid["operators"].items()] if "operators" in grid \
+        else [{}]
     runs = []
     for fraction, seeds in grid_seeds(grid).items():
         common = {**dict(grid.get("train", {})), **per_fraction.get(fraction, {})}
@@ -122,14 +128,39 @@ def plan_ladder(grid: dict) -> list[Run]:
                     runs.append(Run(run_id, model, fraction, "scratch", "", recipe, seed=seed))
             if "reuse" not in grid["methods"]:
                 continue
-            parent = scratch_ids[0]
-            for model in grid["models"][1:]:
-                recipe = {**common, **(grid["methods"]["reuse"] or {}), **per_model.get(model, {}), "seed": seed}
-                recipe.setdefault("grow_method", "net2net")
-                run_id = run_name(family, model_tag(model), fraction, seed, grow_method=recipe["grow_method"])
-                runs.append(Run(run_id, model, fraction, "reuse", parent, recipe, seed=seed))
-                parent = run_id
+            for overrides in chains:  # one reuse chain per operator, all grown from the one scratch ladder
+                parent = scratch_ids[0]
+                for model in grid["models"][1:]:
+                    recipe = {**common, **(grid["methods"]["reuse"] or {}), **overrides, **per_model.get(model, {}),
+                              "seed": seed}
+                    recipe.setdefault("grow_method", "net2net")
+                    run_id = run_name(family, model_tag(model), fraction, seed, grow_method=recipe["grow_method"])
+                    runs.append(Run(run_id, model, fraction, "reuse", parent, recipe, seed=seed))
+                    parent = run_id
     return runs
+
+
+# check_growth's settings after the two configs, in its order, as TrainConfig names them
+GROWTH = ("grow_method", "grow_depth_method", "grow_mapping", "grow_noise", "grow_ramp_steps", "grow_ligo_steps",
+          "grow_ligo_lr")
+
+
+def check_growth_options(grid: dict, runs: list[Run]) -> None:
+    """Every reused run's growth settings pass the growth checks here, not in the run: an operator study's noise,
+    inherited from the reuse recipe, would otherwise fail one chain after the scratch ladder has trained."""
+    models = {r.run_id: r.model for r in runs}
+    seen = set()
+    for run in runs:
+        if run.method != "reuse" or run.parent not in models:
+            continue
+        key = (models[run.parent], run.model) + tuple(run.args.get(k, getattr(TrainConfig, k)) for k in GROWTH)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_growth(load_config(key[0]), load_config(key[1]), *key[2:])
+        except (GrowthError, ModelError) as e:
+            raise SweepError(f"grid {grid['name']}, run {run.run_id}: {e}") from e
 
 
 def check_batches(grid: dict, runs: list[Run]) -> None:
@@ -265,7 +296,8 @@ def collect(runs: list[Run], snap: Path) -> list[dict]:
                "fraction": run.fraction, "seed": run.seed, "data_tokens": data_tokens,
                "training_tokens": s["tokens_seen"], "steps": s["steps"],
                "epochs": s["epochs"],
-               "method": run.method, "parent": run.parent, "target": run.target,
+               "method": run.method, "grow_method": run.args.get("grow_method", "") if run.method == "reuse" else "",
+               "parent": run.parent, "target": run.target,
                "post_growth_log_ppl": s.get("start_valid_log_ppl") if run.parent else "",
                "final_log_ppl": s["final_valid_log_ppl"], "best_log_ppl": s["best_valid_log_ppl"],
                "best_step": s["best_step"], "regime": run_regime(folder), "train_flops": s["train_flops"],
@@ -336,7 +368,7 @@ def main(argv: list[str] | None = None) -> None:
 
             baseline = unigram_baseline(grid["train_data"], grid["valid_data"],
                                         inspect_tokens(grid["train_data"]).vocab_size) if grid.get("valid_data") else None
-            figure = figure_4a(rows, results / "curves.png", loss="best_log_ppl", baseline=baseline)
+            figure = figure_4a(by_operator(rows), results / "curves.png", loss="best_log_ppl", baseline=baseline)
             write_report(grid, rows, results, figure, baseline, time.time() - start)
     except (SweepError, DataError, ModelError, TransferError) as e:
         sys.exit(f"error: {e}")

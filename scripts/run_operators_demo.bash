@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The operator study (issue 14, part 6): configs/operators_demo.yaml on the demo's data. Set up; prepare the English
+# Wikipedia lead sections and the 2048-token WordPiece vocabulary exactly as scripts/run_demo.bash does (skipped when
+# the demo has prepared them); run scratch and one reuse chain per growth operator (net2net, aki, random, msg, ligo)
+# at 2% over 3 seeds; write results/operators_demo/{results.csv, curves.png, report.md}, the report's "Growth
+# operators" section giving each operator's preservation, losses, gain over scratch and tokens saved. Estimated at
+# about 20 minutes on 2 cores (see the grid file); re-running reuses everything already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.bash
+data=data/wiki-embedded
+if [ ! -s "$data/en.test.raw" ]; then
+  OUT_DIR="$data" bash data/embedded/get_data.bash en
+fi
+if [ ! -d "$data/bert-wordpiece-2048" ]; then
+  python -m reuse.tokenize "$data/en.train.raw" "$data/en.valid.raw" "$data/en.test.raw" --train-vocab 2048
+elif [ ! -s "$data/en.train.raw.bert-wordpiece-2048.hdf5" ]; then
+  bash tokenization/tokenize_wiki_bert.bash "$data" --tokenizer "$data/bert-wordpiece-2048"
+fi
+python -m reuse.sweep configs/operators_demo.yaml --workers "${WORKERS:-2}"
+echo "report: results/operators_demo/report.md"
