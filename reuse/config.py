@@ -154,8 +154,9 @@ def config_from_dict(values: dict) -> TrainConfig:
 
 def resolve(cfg: TrainConfig, *, model_config, tokenizer: str, world_size: int, device: str, max_steps: int,
             dropout: float) -> dict:
-    """What run_config.json records: every option with its derived value filled in (no None left for the trainer
-    to decide later), and the model's config contents, so the file alone says what was trained and re-runs it."""
+    """What run_config.json records: every option, the derived ones filled in (steps, warm-up steps, micro-batch,
+    dropout, device, world size, tokenizer), and the model's config contents, so the file alone says what was
+    trained and re-runs it."""
     warmup_steps = cfg.warmup_steps if cfg.warmup_steps is not None else int(cfg.warmup_fraction * max_steps)
     model = {k: v for k, v in model_config.to_dict().items() if not k.startswith("_") and k != "transformers_version"}
     resolved = {**dataclasses.asdict(cfg), "tokenizer": tokenizer, "world_size": world_size, "device": device,
