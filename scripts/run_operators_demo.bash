@@ -8,14 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.bash
-data=data/wiki-embedded
-if [ ! -s "$data/en.test.raw" ]; then
-  OUT_DIR="$data" bash data/embedded/get_data.bash en
-fi
-if [ ! -d "$data/bert-wordpiece-2048" ]; then
-  python -m reuse.tokenize "$data/en.train.raw" "$data/en.valid.raw" "$data/en.test.raw" --train-vocab 2048
-elif [ ! -s "$data/en.train.raw.bert-wordpiece-2048.hdf5" ]; then
-  bash tokenization/tokenize_wiki_bert.bash "$data" --tokenizer "$data/bert-wordpiece-2048"
-fi
+bash scripts/prepare_demo_data.bash
 python -m reuse.sweep configs/operators_demo.yaml --workers "${WORKERS:-2}"
 echo "report: results/operators_demo/report.md"
