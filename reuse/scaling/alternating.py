@@ -183,6 +183,15 @@ def clip(v, lo, hi):
     return np.minimum(np.maximum(v, lo), hi)  # the reference's order: lower bound first, then upper
 
 
+def still_moving(rows: np.ndarray, b: np.ndarray, old_b: np.ndarray, may_stop: bool = True) -> np.ndarray:
+    """The reference's stopping rule, shared by M2-M4: a curve stops once its b changed by less than STOP in a round
+    (and, for M2 and M4, only once `may_stop`: past the gradient rounds). Records b in old_b; returns the rows that
+    go on."""
+    done = (np.abs(b - old_b[rows]) < STOP) & may_stop
+    old_b[rows] = b
+    return rows[~done]
+
+
 def fit_m2(batch: Batch, lo_bound: float = 0.0) -> dict[str, np.ndarray]:
     """e - e_inf = b x^c."""
     B = len(batch.n)
@@ -215,10 +224,7 @@ def fit_m2(batch: Batch, lo_bound: float = 0.0) -> dict[str, np.ndarray]:
 
             e = newton_round(derivatives, e, lo_r, hi_r)
         e_inf[rows], log_b[rows], c[rows], rounds[rows] = e, lb, s, k + 1
-        b = np.exp(lb)
-        done = (np.abs(b - old_b[rows]) < STOP) & (k > GD_ROUNDS + 1)
-        old_b[rows] = b
-        active = rows[~done]
+        active = still_moving(rows, np.exp(lb), old_b, may_stop=k > GD_ROUNDS + 1)
         if not len(active):
             break
     return {"b": np.exp(log_b), "c": c, "e_inf": e_inf, "rounds": rounds}
@@ -251,10 +257,7 @@ def fit_m3(batch: Batch) -> dict[str, np.ndarray]:
         better = values[np.arange(len(rows)), best] < current
         g_new = np.where(better, candidates[np.arange(len(rows)), best], g[rows])
         g[rows], log_b[rows], c[rows], rounds[rows] = g_new, lb, -s, k + 1
-        b = np.exp(lb)
-        done = np.abs(b - old_b[rows]) < STOP
-        old_b[rows] = b
-        active = rows[~done]
+        active = still_moving(rows, np.exp(lb), old_b)
         if not len(active):
             break
     return {"b": np.exp(log_b), "c": c, "g": g, "rounds": rounds}
@@ -287,10 +290,7 @@ def fit_m4(batch: Batch, e_0_start: np.ndarray, up_bound: np.ndarray, lo_bound: 
         else:
             ei, e0 = _m4_newton_round(wn, y, log_f, al, ei, e0, bounds)
         e_inf[rows], e_0[rows], log_b[rows], c[rows], a[rows], rounds[rows] = ei, e0, lb, s, al, k + 1
-        b = np.exp(lb)
-        done = (np.abs(b - old_b[rows]) < STOP) & (k > GD_ROUNDS + 1)
-        old_b[rows] = b
-        active = rows[~done]
+        active = still_moving(rows, np.exp(lb), old_b, may_stop=k > GD_ROUNDS + 1)
         if not len(active):
             break
     return {"b": np.exp(log_b), "c": c, "a": a, "e_inf": e_inf, "e_0": e_0, "rounds": rounds}
