@@ -1,8 +1,8 @@
 """Nonsense on the command line of reuse.grow, evaluate, tokenize, scaling and transfer: one line `error: ...`, a
 non-zero exit status, no traceback, and nothing written.
 
-The CLIs run in this process (a fresh interpreter per case would cost seconds of imports each); what an
-interpreter does with an uncaught SystemExit is reproduced: a string is printed to stderr with status 1.
+The CLIs run in this process (a fresh interpreter per case would cost seconds of imports each), through
+conftest.run_main, which reports an uncaught SystemExit as an interpreter does: a string goes to stderr, status 1.
 """
 
 import sys
@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from conftest import run
+from conftest import run, run_main
 from reuse import evaluate, grow, tokenize, transfer
 from reuse.checkpoint import save_model
 from reuse.model import build_model, load_config
@@ -89,31 +89,26 @@ CASES = {
 }
 
 
-def exit_of(main, argv, capsys) -> tuple[int, str]:
-    """(exit status, stderr) of a CLI as an interpreter would report them."""
-    with pytest.raises(SystemExit) as stop:
-        main(argv)
-    code = stop.value.code
-    err = capsys.readouterr().err
-    if isinstance(code, str):
-        return 1, err + code + "\n"
-    return code or 0, err
+def exit_of(main, argv) -> tuple[int, str]:
+    """(exit status, stderr) of a CLI as an interpreter would report them (conftest.run_main)."""
+    done = run_main(main, argv, main.__module__, check=False)
+    return done.returncode, done.stderr
 
 
 ALL = [(cli, argv) for cli, cases in CASES.items() for argv in cases]
 
 
 @pytest.mark.parametrize("cli,argv", ALL, ids=[f"{cli}:{' '.join(argv).replace('{d}/', '')}" for cli, argv in ALL])
-def test_nonsense_is_one_line_error_before_any_work(work, cli, argv, capsys):
+def test_nonsense_is_one_line_error_before_any_work(work, cli, argv):
     before = sorted(p.relative_to(work) for p in work.rglob("*"))
-    status, err = exit_of(MAINS[cli], [a.format(d=work) for a in argv], capsys)
+    status, err = exit_of(MAINS[cli], [a.format(d=work) for a in argv])
     assert status != 0
     assert err.startswith("error:") and len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err
     assert sorted(p.relative_to(work) for p in work.rglob("*")) == before, "something was written"
 
 
-def test_error_messages_say_what_was_wrong(work, capsys):
+def test_error_messages_say_what_was_wrong(work):
     d = work
     cases = [
         (grow.main, [*GROW, "--noise", "-0.5"], "argument --noise: must be a finite number >= 0, not -0.5"),
@@ -126,7 +121,7 @@ def test_error_messages_say_what_was_wrong(work, capsys):
         (transfer.main, ["{d}/words.csv"], "words.csv line 3: data_tokens = 'lots' is not a number"),
     ]
     for main, argv, message in cases:
-        _, err = exit_of(main, [a.format(d=d) for a in argv], capsys)
+        _, err = exit_of(main, [a.format(d=d) for a in argv])
         assert message in err, (argv, err)
 
 
