@@ -102,6 +102,13 @@ def load_blocks(path: str | Path, block_size: int = BLOCK_SIZE, fraction: float 
     return out
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host batch onto the device without making the host wait: pinned memory, then an asynchronous copy."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def special_ids(tokenizer) -> torch.Tensor:
     """The ids masking never touches."""
     return torch.tensor(sorted(set(tokenizer.all_special_ids)))

@@ -25,18 +25,11 @@ import torch
 from torch.utils.data import DataLoader, SequentialSampler
 from tqdm import tqdm
 
-from reuse.data import BLOCK_SIZE, BlockDataset, DataError, inspect_tokens, load_blocks
+from reuse.data import BLOCK_SIZE, BlockDataset, DataError, inspect_tokens, load_blocks, to_device
 from reuse.model import ModelError, checkpoint_config, count_parameters, is_causal, load_model
 from reuse.objective import objective_for
 from reuse.runs import parse_run_name
 from reuse.tokenize import TokenizeError, load_tokenizer
-
-
-def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A host batch onto the device without making the host wait: pinned memory, then an asynchronous copy."""
-    if device.type != "cuda":
-        return tensor.to(device)
-    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 @torch.no_grad()

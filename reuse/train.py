@@ -31,9 +31,9 @@ from reuse.carry import carry_from_checkpoint
 from reuse.checkpoint import TrainState
 from reuse.cli import add_dataclass_arguments, dataclass_values
 from reuse.config import ConfigError, TrainConfig, check_config, config_from_dict, resolve
-from reuse.data import DataError, inspect_tokens, load_blocks
+from reuse.data import DataError, inspect_tokens, load_blocks, to_device
 from reuse.dropout import use_cpu_dropout
-from reuse.evaluate import evaluate_blocks, to_device
+from reuse.evaluate import evaluate_blocks
 from reuse.grow import GrowthError
 from reuse.growing import grow_for_run
 from reuse.model import (ModelError, build_model, count_parameters, flops_per_step, load_config, load_model,
