@@ -130,25 +130,38 @@ class LinearCrossEntropy(torch.autograd.Function):
 
     Why by hand: on CPU the unfused projection + cross-entropy writes and re-reads the logits four times (log-softmax,
     its backward, NLL's zero-filled gradient, the bias broadcast): at bert-12L-64H this was a third of the training
-    step. Chunks of rows keep each chunk's logits in cache from the matmul to the gradient (the Liger-Kernel idea;
-    its kernels are GPU-only). Only for training: the gradients are computed whether or not backward follows.
+    step. Chunks of rows keep each chunk's logits near the cores from the matmul to the gradient (the Liger-Kernel
+    idea; its kernels are GPU-only). Each chunk's logits go into one reused buffer and become the gradient in place,
+    with one exp per logit: a fresh multi-megabyte tensor per chunk cost page faults, and torch.logsumexp followed by
+    a softmax computed every exp twice. Only for training: the gradients are computed whether or not backward
+    follows.
     """
 
-    CHUNK = 32  # rows: 32 x 30522 fp32 logits fit a 2-4 MB L2; 16..128 measured within 10%
+    @staticmethod
+    def chunk_rows(width: int) -> int:
+        """Every chunk reads the whole weight three times (logits, feature and weight gradients), which costs more as
+        the width grows, so wider heads take bigger chunks. Measured with benchmarks/bench_head.py --chunks on 2
+        cores (AMD EPYC, 1 MB L2 per core, 32 MB L3; 614 rows): 128-512 rows best at d=64, 512 or more at d=256,
+        all 614 at d=640; 32 rows were 1.5x slower than that at d >= 256."""
+        return max(128, 2 * width)
 
     @staticmethod
     def forward(ctx, features, weight, bias, labels):
         grad_features = torch.empty_like(features)
         grad_weight, grad_bias = torch.zeros_like(weight), torch.zeros_like(bias)
         loss = features.new_zeros(())
-        for start in range(0, len(features), LinearCrossEntropy.CHUNK):
-            rows = slice(start, start + LinearCrossEntropy.CHUNK)
+        chunk = LinearCrossEntropy.chunk_rows(weight.shape[1])
+        buffer = features.new_empty(min(chunk, len(features)), len(weight))
+        for start in range(0, len(features), chunk):
+            rows = slice(start, start + chunk)
             x, y = features[rows], labels[rows]
-            logits = torch.addmm(bias, x, weight.t())
-            logsumexp = torch.logsumexp(logits, dim=-1)
-            loss += (logsumexp - logits.gather(1, y[:, None]).squeeze(1)).sum()
-            grad_logits = logits.sub_(logsumexp[:, None]).exp_()  # softmax - one_hot(y), in place
-            grad_logits[torch.arange(len(y)), y] -= 1.0
+            logits = torch.addmm(bias, x, weight.t(), out=buffer[:len(x)])
+            logits.sub_(logits.amax(1, keepdim=True))  # shifted: exp cannot overflow
+            target = logits.gather(1, y[:, None]).squeeze(1)
+            grad_logits = logits.exp_()
+            total = grad_logits.sum(1)
+            loss += (total.log() - target).sum()
+            grad_logits.div_(total[:, None])[torch.arange(len(y)), y] -= 1.0  # softmax - one_hot(y)
             torch.mm(grad_logits, weight, out=grad_features[rows])
             grad_weight.addmm_(grad_logits.t(), x)
             grad_bias += grad_logits.sum(0)
