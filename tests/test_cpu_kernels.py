@@ -68,6 +68,19 @@ def test_cpu_dropout_drops_at_rate_p_and_keeps_the_expectation(p):
     assert dropped == 0.0 and kept == pytest.approx(1 / (1 - p), rel=1e-4)
 
 
+def test_cpu_dropout_gradient_is_the_forwards_mask_and_scale():
+    torch.manual_seed(0)
+    x = torch.randn(10_000, dtype=torch.float64, requires_grad=True)
+    out = dropout.cpu_dropout(x, 0.25)
+    upstream = torch.randn_like(x)
+    out.backward(upstream)
+    factor = out.detach() / x.detach()  # 0 where dropped, 1 / 0.75 where kept
+    kept = factor != 0
+    assert out.dtype == torch.float64 and 0.2 < 1 - kept.double().mean() < 0.3
+    assert torch.allclose(factor[kept], torch.full_like(factor[kept], 4 / 3))
+    assert torch.allclose(x.grad, upstream * factor)
+
+
 def test_cpu_dropout_masks_are_fresh_and_follow_the_global_seed():
     torch.manual_seed(1)
     a, b = dropout.cpu_dropout(torch.ones(4096), 0.3), dropout.cpu_dropout(torch.ones(4096), 0.3)
