@@ -33,7 +33,7 @@ METHODS = ("baseline", "baseline-tf32", "ours", "ours-compile")
 DEFAULT_ROWS = ["configs/bert-12L-64H.json", "configs/bert-12L-256H.json", "configs/bert-12L-640H.json",
                 "configs/demo/bert-2L-64H.json:62", "configs/demo/bert-2L-128H.json:62",
                 "configs/demo/bert-2L-192H.json:62"]
-STEP_BUDGET = 1.2e12  # FLOPs per timed measurement: 10 steps at 12L-64H, 4 at 256H, 2 at 640H (batch 32 x 128)
+STEP_BUDGET = 1.2e12  # FLOPs per timed measurement: 10 steps at 12L-64H, 4 at 256H (batch 32 x 128)
 
 
 def sync(device):
@@ -56,10 +56,14 @@ def timed(step, steps, warmup, device):
 
 
 def steps_for(flops: float) -> tuple[int, int, int]:
-    """(steps, warm-up steps per round, rounds) for a step of `flops`: a 640H step takes ~20 s on 2 CPU cores, so 3
-    rounds of 10 would alone take 40 minutes. Every method has had one untimed step before the rounds."""
+    """(steps, warm-up steps per round, rounds) for a step of `flops`: a 640H step takes ~15-20 s on 2 CPU cores, so
+    3 rounds of 10 would alone take 40 minutes. Every method has had one untimed step before the rounds. The widest
+    rows get 4 rounds of 1 step rather than 2 of 2 (the same time): a slow spell of the machine then spoils fewer of
+    a method's samples (2 x 2 steps at 640H gave 1.64x and 1.36x in two runs on one machine)."""
+    if flops >= 1e12:
+        return 1, 0, 4
     steps = max(2, min(10, round(STEP_BUDGET / flops)))
-    return steps, 1 if steps >= 5 else 0, 3 if flops < 1e12 else 2
+    return steps, 1 if steps >= 5 else 0, 3
 
 
 def stand_in_tokenizer(vocab_size: int):
@@ -105,7 +109,7 @@ def make_steps(config, tokenizer, ids, batch_size, device, methods):
         else:
             model = build_model(config)
             objective = objective_for(config, tokenizer)
-            use_speed_paths(model, objective, device, amp)  # the trainer's own choice of kernels
+            use_speed_paths(model, objective, device, amp, compiled=method == "ours-compile")  # the trainer's choice
             model.train()
             optimizer = make_optimizer(model, TrainConfig(lr=1e-4))
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(10, 1000))
@@ -143,10 +147,14 @@ def measure_row(row: str, batch_size: int, device: torch.device, peak: float, me
     best = {m: math.inf for m in methods}
     memory, first_call = {}, {}
     for method, (step, model, optimizer) in fns.items():
-        # One untimed step each first: it creates the optimizer state and, for ours-compile, compiles.
+        # One untimed step each first: it creates the optimizer state and, for ours-compile, compiles. The masked
+        # count differs from batch to batch, so dynamo recompiles the head's graph once more, with that size symbolic,
+        # on the second step, and never again (torch._dynamo counters: 5 graphs over 8 batches, none after the
+        # second): without a second untimed step that recompile falls into the timed steps.
         start = time.perf_counter()
         with tf32_matmuls(method == "baseline-tf32"):
-            step()
+            for _ in range(2 if method == "ours-compile" else 1):
+                step()
         sync(device)
         first_call[method] = time.perf_counter() - start
     # Alternate the methods, so a slow spell of the machine hits all of them, and keep each one's best round.
@@ -202,7 +210,8 @@ def describe(result: dict) -> str:
             # ratio of the other's step time to this one's: > 1 means this method is faster
             text += f" {m[other]['step_s'] / r['step_s']:.2f}x vs {other}"
         parts.append(text)
-    return f"{result['row']:24s} " + "   ".join(parts)
+    peak = result.get("matmul_peak_flops")
+    return f"{result['row']:24s} " + "   ".join(parts) + (f"   [peak {peak / 1e12:.3f} TFLOP/s]" if peak else "")
 
 
 def main():
@@ -229,14 +238,20 @@ def main():
     if device.type != "cuda" and "baseline-tf32" in args.methods:
         parser.error("baseline-tf32 needs CUDA (TF32 is a GPU tensor-core format)")
     amp = torch.bfloat16 if device.type == "cuda" else None
-    # On a GPU a 2048-wide matmul lasts tens of microseconds, too short to time against launch overhead.
-    peak = matmul_peak(device, amp or torch.float32, clock=CLOCK, budget_s=math.inf,  # a benchmark can wait
-                       **({"n": 8192, "reps": 20} if amp else {}))
+    def measure_peak():
+        # On a GPU a 2048-wide matmul lasts tens of microseconds, too short to time against launch overhead.
+        return matmul_peak(device, amp or torch.float32, clock=CLOCK, budget_s=math.inf,  # a benchmark can wait
+                           **({"n": 8192, "reps": 20} if amp else {}))
+
+    peak = measure_peak()
     print(f"device {device}, {torch.get_num_threads()} threads, {args.clock} clock, "
           f"matmul peak {peak / 1e12:.3f} TFLOP/s, "
           f"batch {args.batch_size}, {'bf16 autocast' if amp else 'fp32'}", flush=True)
     results = []
     for row in args.configs:
+        # Measured again before every row, the best so far kept: a peak from a slow spell alone inflates MFUs.
+        if results:
+            peak = max(peak, measure_peak())
         result = measure_row(row, args.batch_size, device, peak, args.methods, args.steps, args.rounds)
         result["matmul_peak_flops"], result["clock"] = peak, args.clock
         results.append(result)

@@ -191,7 +191,8 @@ class Check:
         mfu = sorted(r["mfu"] for r in speed)[len(speed) // 2]
         # Reloaded in a fresh process: the logged valid loss again, in fp32 and in bf16, on the same blocks and masks.
         recheck = self.out / "train_recheck.json"
-        run(self.py(__file__, "--recheck", out, valid, "--device", self.args.device, "--recheck-out", recheck), self.out / "train.log", self.left(120))
+        run(self.py(__file__, "--recheck", out, valid, "--device", self.args.device, "--recheck-out", recheck),
+            self.out / "train.log", self.left(120))
         same = json.loads(recheck.read_text())
         cli = self.out / "train_evaluate.json"
         run(self.py("-m", "reuse.evaluate", out, "--data", valid, "--device", self.args.device, "--out", cli,
@@ -293,7 +294,7 @@ class Check:
         m = rows[0]["methods"]
         figure = (f"{rows[0]['row']}: eager {m['ours']['tokens_per_s']:,.0f} tok/s (MFU {m['ours']['mfu']:.1%}), "
                   f"compiled {m['ours-compile']['tokens_per_s']:,.0f} tok/s (MFU {m['ours-compile']['mfu']:.1%}), "
-                  f"first compiled step {m['ours-compile']['first_call_s']:.0f} s")
+                  f"first two compiled steps (compiling) {m['ours-compile']['first_call_s']:.0f} s")
         return figure, f"{m['ours']['step_s'] / m['ours-compile']['step_s']:.2f}x compiled vs eager", rows
 
     # ---------------------------------------------------------------------------------------- driver

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -225,7 +226,9 @@ def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int
     """The machine's measured matmul throughput (FLOP/s) for the MFU denominator: a spec-sheet peak would flatter
     nothing and is unknown for CPUs. Products of n x n matrices (default 2048 on CPU, 8192 on a GPU, which a smaller
     product does not fill); at most `reps`, stopping once `budget_s` is spent: on 1 CPU thread one 2048^3 product
-    takes ~0.3 s, and every training run measures this at start. `clock`: time.perf_counter by default;
+    takes ~0.3 s, and every training run measures this at start. The fastest product counts, not the mean: a peak
+    measured in a slow spell of a shared machine gave MFUs above 100% (benchmarks/bench_train.py, 640H, 2 cores,
+    whose steps are timed best-of-rounds too). `clock`: time.perf_counter by default;
     time.process_time measures CPU seconds, for a benchmark on a shared machine that times its steps in CPU seconds
     too."""
     import time
@@ -240,10 +243,12 @@ def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int
     a @ b
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start, done = clock(), 0
+    start, done, fastest = clock(), 0, math.inf
     while done < reps and (done == 0 or clock() - start < budget_s):
+        product_start = clock()
         a @ b
         if device.type == "cuda":
             torch.cuda.synchronize()
+        fastest = min(fastest, clock() - product_start)
         done += 1
-    return 2 * n ** 3 * done / (clock() - start)
+    return 2 * n ** 3 / fastest

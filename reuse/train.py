@@ -93,14 +93,18 @@ def advance_ramp(transition, steps_done: int) -> None:
         transition.finish()
 
 
-def use_speed_paths(model, objective, device: torch.device, autocast_dtype: torch.dtype | None):
+def use_speed_paths(model, objective, device: torch.device, autocast_dtype: torch.dtype | None,
+                    compiled: bool = False):
     """The CPU speed paths, chosen here for the trainer and the benchmark alike. On CPU in fp32: the cheaper dropout
     (reuse.dropout: same p, same checkpoints) and the fused vocabulary projection + cross-entropy
-    (reuse.model.LinearCrossEntropy, training only). On GPUs the library's kernels are already the fast ones."""
+    (reuse.model.LinearCrossEntropy, training only). On GPUs the library's kernels are already the fast ones. Under
+    torch.compile neither: dynamo breaks the graph at their autograd Functions and recompiles them for every tensor
+    rank (TORCH_LOGS=recompiles), so the compiled step gets the library's graph to fuse whole."""
     model.to(device)
-    if device.type == "cpu":
+    cpu_paths = device.type == "cpu" and not compiled
+    if cpu_paths:
         use_cpu_dropout(model)
-    objective.fused_head = not objective.causal and device.type == "cpu" and autocast_dtype is None
+    objective.fused_head = not objective.causal and cpu_paths and autocast_dtype is None
     return model
 
 
@@ -190,7 +194,7 @@ def setup(cfg: TrainConfig) -> Run:
         (out / "growth.json").write_text(json.dumps(growth))
 
     autocast_dtype = torch.bfloat16 if device.type == "cuda" and cfg.bf16 else None
-    use_speed_paths(model, objective, device, autocast_dtype)
+    use_speed_paths(model, objective, device, autocast_dtype, compiled=cfg.compile)
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(resolved["warmup_steps"], max_steps))
     mask_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)

@@ -13,7 +13,8 @@ CONFIGS = ["configs/bert-2L-64H.json", "configs/roberta-2L-64H.json", "configs/g
 
 @pytest.mark.parametrize("path", CONFIGS[:2])
 def test_fused_head_loss_and_gradients_equal_the_full_logits_path(path, monkeypatch):
-    monkeypatch.setattr(LinearCrossEntropy, "chunk_rows", lambda width: 16)  # 42 masked rows: two full chunks and a shorter last one
+    # 42 masked rows: two full chunks and a shorter last one
+    monkeypatch.setattr(LinearCrossEntropy, "chunk_rows", lambda width: 16)
     torch.manual_seed(0)
     model = build_model(load_config(path)).eval()  # eval: no dropout, so both passes see the same network
     ids = torch.randint(1000, 5000, (3, 40))
@@ -129,6 +130,10 @@ def test_speed_paths_are_chosen_once_for_cpu_fp32_masked_lm_training():
     assert any(isinstance(m, dropout.CPUDropout) for m in mlm.modules())
     use_speed_paths(mlm, objective, torch.device("cpu"), torch.bfloat16)
     assert not objective.fused_head  # the fused kernel is fp32 only
+    compiled = build_model(load_config(CONFIGS[0]))
+    use_speed_paths(compiled, objective, torch.device("cpu"), None, compiled=True)
+    assert not objective.fused_head and not any(isinstance(m, dropout.CPUDropout) for m in compiled.modules())
+    assert compiled.config._attn_implementation != dropout.ATTENTION  # dynamo gets the library's graph whole
     gpt2 = build_model(load_config("configs/gpt2-2L-64H.json"))
     causal = objective_for(gpt2.config, tokenizer)
     use_speed_paths(gpt2, causal, torch.device("cpu"), None)

@@ -1,5 +1,4 @@
 import bz2
-import json
 import sys
 
 import h5py
@@ -7,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CACHE, ROOT, run
+from conftest import CACHE, run
 from reuse import corpus
 from reuse.data import DataError, inspect_tokens, load_blocks, mask_tokens, select_blocks
 from reuse.tokenize import TokenizeError, load_tokenizer, token_dtype, tokenize_file

@@ -12,7 +12,7 @@ from conftest import ROOT, run_main
 from reuse.plot import curves, figure_4a
 from reuse.results import read_results as read_rows
 from reuse.runs import parse_run_name
-from reuse.sweep import SweepError, load_grid, plan
+from reuse.sweep import load_grid, plan
 
 
 def tiny_grid(tmp_path, embedded_dir, **changes):
