@@ -127,9 +127,9 @@ def make_steps(config, tokenizer, ids, batch_size, device, methods):
     return steps
 
 
-def measure_row(row: str, batch_size: int, device: torch.device, peak: float, methods=("baseline", "ours"),
-                steps: int | None = None, rounds: int | None = None) -> dict:
-    """Tokens/s, MFU and (CUDA) peak memory of each method on one row `CONFIG[:BLOCK_SIZE]`."""
+def row_inputs(row: str, batch_size: int):
+    """(config path, config, tokenizer, input ids, block size) of a row `CONFIG[:BLOCK_SIZE]`: one fixed batch of
+    random tokens between [CLS] and [SEP]."""
     path, _, block = row.partition(":")
     block_size = int(block or 126)
     config = load_config(path)
@@ -139,6 +139,13 @@ def measure_row(row: str, batch_size: int, device: torch.device, peak: float, me
     blocks = torch.randint(len(tokenizer.all_special_ids), config.vocab_size, (batch_size, block_size), generator=gen)
     ids = torch.cat([torch.full((batch_size, 1), tokenizer.cls_token_id), blocks,
                      torch.full((batch_size, 1), tokenizer.sep_token_id)], dim=1)
+    return path, config, tokenizer, ids, block_size
+
+
+def measure_row(row: str, batch_size: int, device: torch.device, peak: float, methods=("baseline", "ours"),
+                steps: int | None = None, rounds: int | None = None) -> dict:
+    """Tokens/s, MFU and (CUDA) peak memory of each method on one row `CONFIG[:BLOCK_SIZE]`."""
+    path, config, tokenizer, ids, block_size = row_inputs(row, batch_size)
     tokens = batch_size * (block_size + 2)
     useful = flops_per_step(config, batch_size, block_size + 2, 0.15 * batch_size * block_size)
     auto_steps, warmup, auto_rounds = steps_for(useful)
