@@ -18,6 +18,8 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -340,6 +342,25 @@ class Check:
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         (self.out / "summary.md").write_text("\n".join(lines) + "\n")
         (self.out / "summary.json").write_text(json.dumps(self.results, indent=2))
+        if self.args.bundle:
+            self.write_bundle(self.args.bundle)
+
+    BUNDLE_SKIPS = (".safetensors", ".bin", ".pt", ".hdf5", ".raw", ".line")
+
+    def write_bundle(self, folder: Path):
+        """The figures in a few small files (after every section, so a killed run keeps what it measured): the
+        summaries, and gpu_check.tgz with every log and JSON file; weights, optimizer states, tensorboard files and
+        data stay out. The device tool brings back at most 8 files, 2 folders deep, 16 MiB each."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("summary.md", "summary.json"):
+            (folder / name).write_bytes((self.out / name).read_bytes())
+        with tarfile.open(folder / "gpu_check.tgz.tmp", "w:gz") as tar:
+            for path in sorted(self.out.rglob("*")):
+                relative = path.relative_to(self.out)
+                if (path.is_file() and not path.name.endswith(self.BUNDLE_SKIPS) and "tb" not in relative.parts
+                        and relative.parts[0] != "data" and path.stat().st_size <= 1 << 20):
+                    tar.add(path, arcname=str(relative))
+        (folder / "gpu_check.tgz.tmp").replace(folder / "gpu_check.tgz")
 
 
 def nccl_version() -> str:
@@ -381,9 +402,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and a few steps (CPU: ~2 min)")
-    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "results" / "gpu_check"))
+    parser.add_argument("--out", type=Path, help="where everything goes, checkpoints included (default "
+                                                 "results/gpu_check; with --bundle a fresh temporary folder)")
+    parser.add_argument("--bundle", type=Path, default=Path(os.environ["OUT"]) if os.environ.get("OUT") else None,
+                        help="also write the figures there as summary.md, summary.json and gpu_check.tgz (logs and "
+                             "JSON files, no weights or data); default $OUT, the device tool's folder")
     parser.add_argument("--data-dir", type=Path, help="folder with en.{train,valid}.raw.bert-base-uncased.hdf5 "
-                                                      "(default data/wiki-embedded, else built into OUT/data)")
+                                                      "(default data/wiki-embedded, else built into --out/data)")
     parser.add_argument("--budget", type=float, default=470.0, help="seconds for all sections together")
     parser.add_argument("--only", nargs="+", choices=[k for k, _ in Check.SECTIONS], help="run these sections only")
     parser.add_argument("--recheck", nargs=2, help=argparse.SUPPRESS)
@@ -395,7 +420,9 @@ def main() -> None:
         parser.error(f"--device {args.device}: use cuda or cpu")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available here; use --device cpu --quick")
-    args.out = args.out.resolve()
+    # A fresh folder under --bundle: a reused one would hand the sweep its finished runs and old rows to the others.
+    args.out = (args.out or (Path(tempfile.mkdtemp(prefix="gpu_check-")) if args.bundle
+                             else ROOT / "results" / "gpu_check")).resolve()
     sys.exit(Check(args).main())
 
 

@@ -1,4 +1,5 @@
 import json
+import tarfile
 
 import pytest
 
@@ -8,16 +9,26 @@ SECTIONS = ["versions", "step", "data", "train", "sweep", "torchrun", "compile"]
 
 
 def check(tmp_path, *args):
-    out = tmp_path / "out"
+    """The check as the device tool runs it: $OUT set, the figures bundled there."""
+    bundle = tmp_path / "bundle"
     done = run(["bash", "benchmarks/gpu_check.bash", "--device", "cpu", "--quick", *map(str, args)],
-               env={"OUT": str(out)}, check=False)
-    return done, out, {r["section"]: r for r in json.loads((out / "summary.json").read_text())}
+               env={"OUT": str(bundle), "TMPDIR": str(tmp_path)}, check=False)
+    return done, bundle, {r["section"]: r for r in json.loads((bundle / "summary.json").read_text())}
 
 
 @pytest.mark.slow  # every section at tiny sizes: 3 sweep runs, 2 torchrun launches, a compile; ~3 min on 2 cores
 def test_quick_check_runs_every_section_and_writes_its_figures(embedded_dir, tmp_path):
-    done, out, results = check(tmp_path, "--data-dir", embedded_dir, "--budget", 1200)
+    out = tmp_path / "work"
+    done, bundle, results = check(tmp_path, "--data-dir", embedded_dir, "--budget", 1200, "--out", out)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # What the device tool can bring back (8 files, 16 MiB each): the summaries and one archive of logs and JSONs.
+    assert sorted(p.name for p in bundle.iterdir()) == ["gpu_check.tgz", "summary.json", "summary.md"]
+    assert (bundle / "gpu_check.tgz").stat().st_size < 16 << 20
+    with tarfile.open(bundle / "gpu_check.tgz") as tar:
+        names = tar.getnames()
+        assert json.load(tar.extractfile("train.json")) == json.loads((out / "train.json").read_text())
+    assert "step.json" in names and "sweep/grid.yaml" in names
+    assert list(out.rglob("*.safetensors")) and not [n for n in names if n.endswith((".safetensors", ".pt"))]
     assert list(results) == SECTIONS
     for key, r in results.items():
         assert r["status"] == "ok", r
@@ -38,11 +49,11 @@ def test_quick_check_runs_every_section_and_writes_its_figures(embedded_dir, tmp
 
 
 def test_a_failed_section_is_recorded_and_the_others_still_run(tmp_path):
-    done, out, results = check(tmp_path, "--data-dir", tmp_path / "missing", "--only", "versions", "data", "train",
-                               "torchrun")
+    done, bundle, results = check(tmp_path, "--data-dir", tmp_path / "missing", "--only", "versions", "data", "train",
+                                  "torchrun")
     assert done.returncode == 1
     assert [r["status"] for r in results.values()] == ["ok", "FAILED", "SKIPPED", "SKIPPED"]
     assert "lacks en.train.raw.bert-base-uncased.hdf5" in results["data"]["figure"]
     assert results["train"]["figure"] == "no tokenized data (the data section failed)"
     assert "torch " in results["versions"]["figure"]
-    assert "| data | FAILED |" in (out / "summary.md").read_text()
+    assert "| data | FAILED |" in (bundle / "summary.md").read_text()
