@@ -245,6 +245,7 @@ def main():
     if device.type != "cuda" and "baseline-tf32" in args.methods:
         parser.error("baseline-tf32 needs CUDA (TF32 is a GPU tensor-core format)")
     amp = torch.bfloat16 if device.type == "cuda" else None
+
     def measure_peak():
         # On a GPU a 2048-wide matmul lasts tens of microseconds, too short to time against launch overhead.
         # __wrapped__: matmul_peak caches its answer for the training runs of one process; here it must measure.
