@@ -6,8 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=data/wiki-embedded
+# The same folder as the demo's (scripts/prepare_demo_data.bash): split once, tokenized here for bert-base-uncased.
+[ -s "$data/en.test.raw" ] || OUT_DIR="$data" bash data/embedded/get_data.bash en
 if [ ! -f "$data/en.valid.raw.bert-base-uncased.hdf5" ]; then
-  python -m reuse.corpus embedded --lang en --out-dir "$data" --cache-dir data/cache
   python -m reuse.tokenize "$data/en.train.raw" "$data/en.valid.raw"
 fi
 # Pure-Python wheels, so any platform's pip fetches the ones the GPU machine's Python takes.
