@@ -27,6 +27,8 @@ setup(
         "wikiextractor>=3.0.6",
         "submitit",
         "filelock",
+        "huggingface_hub",  # WikiText-103 from the Hub (reuse.wikitext)
+        "pyarrow",          # ... whose files are parquet
     ],
     extras_require={"test": ["pytest", "pytest-xdist", "filelock", "nbclient", "nbformat", "ipykernel"]},
 )

@@ -2,10 +2,12 @@
 
 The layout is the one the original project (after vokenization) used: empty lines are dropped, the tokens of all
 kept lines are concatenated without special tokens, and the `.line` file holds the token offset where each kept line
-starts followed by the total token count (so it has one more entry than there are lines).
+starts followed by the total token count (so it has one more entry than there are lines). `--line-filter wiki103`
+also drops what the original dropped from WikiText-103 (see `wiki103_keeps`).
 
     python -m reuse.tokenize data/wiki-embedded/en.train.raw --tokenizer bert-base-uncased
     python -m reuse.tokenize data/wiki-embedded/en.*.raw --train-vocab 8192 --kind wordpiece
+    python -m reuse.tokenize data/wiki103-cased/wiki.train.raw --line-filter wiki103
 
 Streaming: lines are read and encoded in batches, so memory does not grow with the corpus. The Rust tokenizer
 encodes each batch on every core. Outputs appear under their final names only when complete.
@@ -17,7 +19,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import h5py
 import numpy as np
@@ -79,10 +81,25 @@ def tokenizer_name(name_or_path: str) -> str:
     return Path(name_or_path.rstrip("/")).name
 
 
-def read_batches(path: Path, batch_lines: int) -> Iterator[list[str]]:
+def wiki103_keeps(line: str) -> bool:
+    """The rule of vokenization's tokenization/tokenize_dataset.py (airsplay/vokenization) for a folder named
+    `wiki103`, applied to the line as read (with its "\n"): drop titles and section headings (lines starting with
+    " = "), then lines of fewer than 5 words counted as `len(line.strip().split(" "))`, which drops empty lines too.
+    It is not the rule for full-Wikipedia dumps. Kept lines are encoded stripped, as every line here: the same ids
+    as the original's for WordPiece; byte-level BPE would differ at the line ends, where the original encoded the
+    leading space and the trailing " \n"."""
+    return not line.startswith(" = ") and len(line.strip().split(" ")) >= 5
+
+
+LINE_FILTERS: dict[str, Callable[[str], bool] | None] = {"none": None, "wiki103": wiki103_keeps}
+
+
+def read_batches(path: Path, batch_lines: int, keep: Callable[[str], bool] | None = None) -> Iterator[list[str]]:
     batch = []
     with open(path, encoding="utf-8") as f:
         for line in f:
+            if keep is not None and not keep(line):
+                continue
             line = line.strip()
             if line:
                 batch.append(line)
@@ -102,8 +119,11 @@ def output_paths(path: Path, name: str) -> tuple[Path, Path]:
     return Path(f"{path}.{name}.hdf5"), Path(f"{path}.{name}.line")
 
 
-def tokenize_file(path: Path, tokenizer, name: str, batch_lines: int = BATCH_LINES, force: bool = False) -> dict:
+def tokenize_file(path: Path, tokenizer, name: str, batch_lines: int = BATCH_LINES, force: bool = False,
+                  line_filter: str = "none") -> dict:
     """Tokenize one text file; returns counts. Skips a file whose outputs are newer than it, unless force."""
+    if line_filter not in LINE_FILTERS:
+        raise TokenizeError(f"unknown line filter {line_filter!r}: use one of {', '.join(LINE_FILTERS)}")
     path = Path(path)
     if not path.is_file() or not os.access(path, os.R_OK):
         raise TokenizeError(f"{path} is missing or unreadable")
@@ -112,7 +132,7 @@ def tokenize_file(path: Path, tokenizer, name: str, batch_lines: int = BATCH_LIN
     if not force and h5_path.exists() and line_path.exists() and h5_path.stat().st_mtime >= path.stat().st_mtime:
         with h5py.File(h5_path, "r") as h5:
             # Newer than the text is not enough: `--train-vocab` replaces the tokenizer under the same name.
-            if h5.attrs.get("tokenizer_sha256") == digest:
+            if h5.attrs.get("tokenizer_sha256") == digest and h5.attrs.get("line_filter", "none") == line_filter:
                 return {"file": str(path), "lines": int(h5.attrs["num_lines"]), "tokens": len(h5["tokens"]),
                         "skipped": True}
     dtype = token_dtype(len(tokenizer))
@@ -122,7 +142,7 @@ def tokenize_file(path: Path, tokenizer, name: str, batch_lines: int = BATCH_LIN
     try:
         with h5py.File(h5_tmp, "w") as h5, open(line_tmp, "w") as line_file:
             tokens = h5.create_dataset("tokens", shape=(0,), maxshape=(None,), dtype=dtype, chunks=(H5_CHUNK,))
-            for lines in read_batches(path, batch_lines):
+            for lines in read_batches(path, batch_lines, LINE_FILTERS[line_filter]):
                 ids = [x for x in encode_batch(tokenizer, lines) if x]
                 lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
                 starts = n_tokens + np.concatenate(([0], np.cumsum(lengths)[:-1])) if len(ids) else []
@@ -135,9 +155,10 @@ def tokenize_file(path: Path, tokenizer, name: str, batch_lines: int = BATCH_LIN
                 bar.update(sum(len(s.encode("utf-8")) + 1 for s in lines))
             line_file.write(f"{n_tokens}\n")
             if n_tokens == 0:
-                raise TokenizeError(f"{path} holds no text: nothing to tokenize")
+                raise TokenizeError(f"{path} holds no text{'' if line_filter == 'none' else ' the filter keeps'}: "
+                                    f"nothing to tokenize")
             h5.attrs.update({"tokenizer": name, "vocab_size": len(tokenizer), "num_lines": n_lines,
-                             "source": path.name, "tokenizer_sha256": digest})
+                             "source": path.name, "tokenizer_sha256": digest, "line_filter": line_filter})
     except BaseException as e:
         h5_tmp.unlink(missing_ok=True)
         line_tmp.unlink(missing_ok=True)
@@ -198,6 +219,9 @@ def main(argv: list[str] | None = None) -> None:
                              "'.train.'; else the first file) and use it for all of them")
     parser.add_argument("--kind", choices=("wordpiece", "bpe"), default="wordpiece", help="with --train-vocab")
     parser.add_argument("--force", action="store_true", help="re-tokenize files whose outputs are up to date")
+    parser.add_argument("--line-filter", choices=tuple(LINE_FILTERS), default="none",
+                        help="wiki103: also drop headings and lines of fewer than 5 words, as the original did for "
+                             "WikiText-103")
     args = parser.parse_args(argv)
     try:
         for f in args.files:  # all of them before any work: a typo in the last name should not cost a vocabulary
@@ -211,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         tokenizer = load_tokenizer(spec, search_dirs=[f.parent for f in args.files])
         name = tokenizer_name(spec)
         for path in args.files:
-            stats = tokenize_file(path, tokenizer, name, force=args.force)
+            stats = tokenize_file(path, tokenizer, name, force=args.force, line_filter=args.line_filter)
             h5_path, _ = output_paths(path, name)
             note = " (up to date, skipped)" if stats["skipped"] else ""
             print(f"{h5_path}: {stats['lines']} lines, {stats['tokens']} tokens{note}")
