@@ -21,6 +21,8 @@ class ConfigError(ValueError):
 class TrainConfig:
     train_data: str = field(default="", metadata={"help": "tokenized training split, <file>.<tokenizer>.hdf5"})
     valid_data: str = field(default="", metadata={"help": "tokenized valid split for periodic evaluation"})
+    test_data: str = field(default="", metadata={"help": "tokenized test split: the end-of-run evaluation "
+                                                         "(--heldout) scores both kept checkpoints on it"})
     output_dir: str = field(default="", metadata={"help": "run folder: checkpoints, logs, final model"})
     config: str = field(default="", metadata={"help": "model config JSON (configs/*.json); with --init-from and "
                                                       "--grow-method, the larger target"})
@@ -73,6 +75,15 @@ class TrainConfig:
     eval_batch_size: int = 64
     patience: int = field(default=0, metadata={"help": "stop after this many evaluations without a new best valid "
                                                        "loss (0 = never); the run then ends at its best loss, in best/"})
+    heldout: bool = field(default=False, metadata={"help": "at the end, score the last and the best checkpoint "
+                                                           "with the original protocol on the whole valid and test "
+                                                           "splits and on a sample of the training blocks "
+                                                           "(reuse.heldout); written to summary.json"})
+    heldout_train_blocks: int = field(default=640, metadata={"help": "training blocks in that sample (a fixed "
+                                                                     "seeded sample of the fraction)"})
+    heldout_batches: int | None = field(default=None, metadata={"help": "at most this many batches of 64 per "
+                                                                        "split in that evaluation; default: "
+                                                                        "whole splits"})
     save_every: int = 200
     keep_last: int = 2
     log_every: int = 10
@@ -85,8 +96,8 @@ class TrainConfig:
 
 
 POSITIVE = ("batch_size", "block_size", "eval_every", "eval_batches", "eval_batch_size", "save_every", "log_every",
-            "micro_batch_size", "max_steps", "threads")
-NONNEGATIVE = ("patience", "keep_last", "seed", "weight_decay", "grow_noise", "warmup_steps", "grow_ramp_steps",
+            "micro_batch_size", "max_steps", "threads", "heldout_batches")
+NONNEGATIVE = ("heldout_train_blocks", "patience", "keep_last", "seed", "weight_decay", "grow_noise", "warmup_steps", "grow_ramp_steps",
                "grow_ligo_steps")
 
 
@@ -119,6 +130,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise ConfigError(f"--device {cfg.device}: give cpu, cuda or cuda:N")
     if cfg.patience and not cfg.valid_data:
         raise ConfigError(f"--patience {cfg.patience} needs --valid-data: early stopping watches the valid loss")
+    if cfg.heldout and not cfg.valid_data:
+        raise ConfigError("--heldout needs --valid-data: the end-of-run evaluation reports the checkpoints on it")
     if cfg.init_from and cfg.config and not cfg.grow_method:
         raise ConfigError(f"--init-from {cfg.init_from} with --config {cfg.config} but no --grow-method: the run "
                           f"would train the checkpoint as it is while its config names another model; add "

@@ -7,7 +7,8 @@ A ladder grid may say
       glue_dir: data/glue
       args: {max_steps: 300, lr: 3.0e-4}   # reuse.finetune options, on top of its defaults
 
-After the runs, each finished run's kept model (its best/, else the run folder) is fine-tuned with
+After the runs, each finished run's kept model (under protocol paper its last checkpoint, the run folder; else
+its best/ when it has one) is fine-tuned with
 `python -m reuse.finetune` in its own process, with the run's seed (so scratch and reuse of one seed stay paired),
 into `<run>/downstream-<task>/`. Its finetune.json, which records the checkpoint's and the data's sha256 and the
 recipe, is the cache: a re-run redoes only what is missing or changed. Rows get `downstream_<task>` (the best dev
@@ -80,9 +81,10 @@ def check_downstream(grid: dict) -> None:
         raise DownstreamError(str(e)) from e
 
 
-def kept_model(snap: Path, run_id: str) -> Path:
+def kept_model(snap: Path, run_id: str, protocol: str | None = None) -> Path:
+    """The protocol's model: the last checkpoint under protocol paper, else best/ when the run kept one."""
     folder = snap / run_id
-    return folder / "best" if is_checkpoint(folder / "best") else folder
+    return folder / "best" if protocol != "paper" and is_checkpoint(folder / "best") else folder
 
 
 def command(checkpoint: Path, cfg: FinetuneConfig, args: dict) -> list[str]:
@@ -107,7 +109,7 @@ def run_downstream(runs, grid: dict, snap: Path, status: dict[str, str], workers
     for run in runs:
         if status.get(run.run_id) != "done":
             continue
-        checkpoint = kept_model(snap, run.run_id)
+        checkpoint = kept_model(snap, run.run_id, grid.get("protocol"))
         for task in section["tasks"]:
             out = snap / run.run_id / f"downstream-{task}"
             cfg = FinetuneConfig(task=task, glue_dir=section.get("glue_dir", "data/glue"), output_dir=str(out),

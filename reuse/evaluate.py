@@ -72,13 +72,20 @@ def evaluate_blocks(model, blocks: torch.Tensor, tokenizer, device: torch.device
 def evaluate_original(model, tokenizer, data: str | Path, device: torch.device, batch_size: int = 64,
                       block_size: int = BLOCK_SIZE, max_batches: int | None = None) -> dict:
     """The original project's evaluation, draw for draw (see the module docstring)."""
-    random.seed(0)
-    np.random.seed(0)
-    torch.manual_seed(0)
     dataset = BlockDataset(data, tokenizer.cls_token_id, tokenizer.sep_token_id, block_size)
     dataset.num_blocks -= 1  # the original's dataset length is one less than its number of full blocks
     if dataset.num_blocks <= 0:
         raise DataError(f"{data} holds fewer than two blocks of {block_size} tokens")
+    return evaluate_dataset(model, tokenizer, dataset, device, batch_size, max_batches)
+
+
+def evaluate_dataset(model, tokenizer, dataset, device: torch.device, batch_size: int = 64,
+                     max_batches: int | None = None) -> dict:
+    """The original procedure over any dataset of input ids (a file's blocks, or a sample of a run's training
+    blocks): global seeds 0, sequential batches, masks from the global generator after the DataLoader's own draw."""
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
     # Creating the iterator draws the workers' base seed from the global generator, before the first mask.
     loader = DataLoader(dataset, batch_size=batch_size, sampler=SequentialSampler(dataset))
     batches = itertools.islice(loader, max_batches)  # stops reading at the last batch wanted

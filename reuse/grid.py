@@ -1,7 +1,16 @@
-"""A grid file (YAML): what it must hold, checked before any run is planned. See configs/demo.yaml for one."""
+"""A grid file (YAML): what it must hold, checked before any run is planned. See configs/demo.yaml for one.
+
+A model-ladder grid names its protocol:
+- `paper`: the original project's protocol. Every run trains its whole fixed budget (no patience) and its result is
+  its last checkpoint; the best checkpoint on the periodic valid loss is kept beside it, so the same runs also give
+  the early-stopping numbers. A reused model grows from its parent's last checkpoint unless the reuse recipe says
+  `parent_checkpoint: best`.
+- `early-stop`: every run stops on `patience` and its result is its best checkpoint, which children grow from.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -11,6 +20,17 @@ from reuse.model import ModelError
 
 class SweepError(Exception):
     """A grid or results folder that cannot be used; the message says what to do."""
+
+
+PROTOCOLS = {"paper": "a fixed budget, the last checkpoint", "early-stop": "patience, the best checkpoint"}
+PARENT_CHECKPOINTS = ("last", "best")
+# What a search variant may change: the recipes, never the data or the ladder (variants must be comparable).
+SEARCH_KEYS = ("train", "methods", "fraction_args", "model_args")
+PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def default_parent_checkpoint(grid: dict) -> str:
+    return "last" if grid.get("protocol") == "paper" else "best"
 
 
 def load_grid(path: str | Path) -> dict:
@@ -27,6 +47,10 @@ def load_grid(path: str | Path) -> dict:
     for key in ("name", "models", "fractions", "methods") + (("pretrain",) if transfer else ("train_data",)):
         if key not in grid:
             raise SweepError(f"grid {path} lacks '{key}'")
+    if not isinstance(grid["name"], str) or not PLAIN_NAME.match(grid["name"]):
+        # it names snap/<name> and results/<name>: a path here would write (and overwrite) outside them
+        raise SweepError(f"grid {path}: name {grid['name']!r} must be a plain name (letters, digits, '.', '_', "
+                         f"'-'), not a path")
     for key in ("models", "fractions"):
         if not isinstance(grid[key], list) or not grid[key]:
             raise SweepError(f"grid {path}: '{key}' must be a non-empty list")
@@ -36,17 +60,15 @@ def load_grid(path: str | Path) -> dict:
     for model in grid["models"]:
         if not Path(str(model)).is_file():
             raise SweepError(f"grid {path} names model config {model}, which does not exist")
-    if not isinstance(grid["methods"], dict) or not grid["methods"]:
-        raise SweepError(f"grid {path}: 'methods' must map method names to recipes")
-    allowed = {"scratch", "finetune"} if transfer else {"scratch", "reuse"}
-    unknown = set(grid["methods"]) - allowed
-    if unknown:
-        raise SweepError(f"grid {path}: unknown methods {sorted(unknown)}; use {' and '.join(sorted(allowed))}")
+    check_methods(grid, path)
     if "seeds" in grid:
         if transfer:
             raise SweepError(f"grid {path}: transfer grids do not take seeds yet; remove 'seeds'")
         grid_seeds(grid)  # checks them
     check_operators(grid)
+    if not transfer or "protocol" in grid:
+        check_protocol(grid, path)
+    check_search(grid, path)
     recipes = [grid.get("train") or {}] + [r or {} for r in grid["methods"].values()]
     if any(r.get("patience") for r in recipes) and not transfer and not grid.get("valid_data"):
         raise SweepError(f"grid {path} sets patience but no valid_data: early stopping needs a valid split")
@@ -106,3 +128,79 @@ def check_operators(grid: dict) -> None:
     for op, recipe in operators.items():
         if recipe is not None and not isinstance(recipe, dict):
             raise SweepError(f"grid {name}: operator {op}'s recipe must be a mapping of train options (or {{}})")
+
+
+def check_methods(grid: dict, path: Path) -> None:
+    if not isinstance(grid["methods"], dict) or not grid["methods"]:
+        raise SweepError(f"grid {path}: 'methods' must map method names to recipes")
+    allowed = {"scratch", "finetune"} if "targets" in grid else {"scratch", "reuse"}
+    unknown = set(grid["methods"]) - allowed
+    if unknown:
+        raise SweepError(f"grid {path}: unknown methods {sorted(unknown)}; use {' and '.join(sorted(allowed))}")
+    for method, recipe in grid["methods"].items():
+        if recipe is not None and not isinstance(recipe, dict):
+            raise SweepError(f"grid {path}: methods.{method} must be a mapping of train options")
+
+
+def check_protocol(grid: dict, path: Path) -> None:
+    protocol = grid.get("protocol")
+    if protocol not in PROTOCOLS:
+        given = f"protocol {protocol!r} is unknown" if "protocol" in grid else "has no 'protocol'"
+        raise SweepError(f"grid {path} {given}: give 'protocol: paper' (" + PROTOCOLS["paper"] + ") or "
+                         f"'protocol: early-stop' (" + PROTOCOLS["early-stop"] + ")")
+
+
+def check_search(grid: dict, path: Path) -> None:
+    """`search: {lr1e-3: {methods: {...}}, ...}`: one full ladder per variant, each on top of the grid."""
+    if "search" not in grid:
+        return
+    search = grid["search"]
+    if not isinstance(search, dict) or not search:
+        raise SweepError(f"grid {path}: 'search' must map variant names to changes of {', '.join(SEARCH_KEYS)}")
+    for name, changes in search.items():
+        if not isinstance(name, str) or not PLAIN_NAME.match(name):
+            raise SweepError(f"grid {path}: search variant name {name!r} must be a plain name (letters, digits, "
+                             f"'.', '_', '-'): it names a folder")
+        if not isinstance(changes, dict) or set(changes) - set(SEARCH_KEYS):
+            raise SweepError(f"grid {path}: search variant {name} may change only {', '.join(SEARCH_KEYS)}")
+    for variant in search_variants(grid).values():
+        check_methods(variant, path)
+        check_protocol(variant, path)
+
+
+def search_variants(grid: dict) -> dict[str, dict]:
+    """The grids a search runs, by variant name ('' for a grid without a search). A variant's `train` updates the
+    grid's; its other keys replace the grid's."""
+    if "search" not in grid:
+        return {"": grid}
+    out = {}
+    for name, changes in grid["search"].items():
+        variant = {k: v for k, v in grid.items() if k != "search"}
+        for key, value in changes.items():
+            variant[key] = {**(grid.get("train") or {}), **(value or {})} if key == "train" else value
+        out[name] = variant
+    return out
+
+
+def check_protocol_runs(grid: dict, runs: list) -> None:
+    """What each run's final recipe (every override applied) must be under the grid's protocol, and a parent
+    checkpoint every child can have (runs: reuse.sweep.Run, planned)."""
+    protocol, by_id = grid.get("protocol"), {r.run_id: r for r in runs}
+    for run in runs:
+        patience = run.args.get("patience")
+        if protocol == "paper" and patience:
+            raise SweepError(f"grid {grid['name']}, run {run.run_id}: protocol paper trains every run to its fixed "
+                             f"budget, but its recipe sets patience {patience}; remove patience, or use "
+                             f"protocol early-stop")
+        if protocol == "early-stop" and not patience:
+            raise SweepError(f"grid {grid['name']}, run {run.run_id}: protocol early-stop needs patience > 0 in its "
+                             f"recipe (evaluations without a new best valid loss before the run stops)")
+        if run.parent_checkpoint not in ("",) + PARENT_CHECKPOINTS:
+            raise SweepError(f"grid {grid['name']}, run {run.run_id}: parent_checkpoint {run.parent_checkpoint!r} "
+                             f"is neither {' nor '.join(PARENT_CHECKPOINTS)}")
+        parent = by_id.get(run.parent)
+        if run.parent_checkpoint == "best" and parent is not None and \
+                not (parent.valid_data or grid.get("valid_data")):
+            raise SweepError(f"grid {grid['name']}, run {run.run_id}: parent_checkpoint best, but its parent "
+                             f"{run.parent} has no valid data and so keeps no best checkpoint; use "
+                             f"parent_checkpoint: last, or give the parent valid_data")

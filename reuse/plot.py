@@ -75,7 +75,10 @@ def draw(ax, rows: list[dict], x: str, loss: str, xscale_millions: bool) -> None
         ax.annotate(f"{len(missing)} run(s) without a finite {loss} left out: {', '.join(missing[:3])}",
                     (0.01, 0.01), xycoords="axes fraction", fontsize=7, color="crimson")
     ax.grid(alpha=0.3)
-    ax.legend(title="Data Frac.", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(title="Data Frac.", fontsize=8)
+    else:  # nothing to draw (a grid without test_data has no test scores): say so, not an empty frame
+        ax.annotate(f"no run has {loss}", (0.5, 0.5), xycoords="axes fraction", ha="center", color="crimson")
 
 
 def figure_4a(rows: list[dict], out: str | Path, loss: str = "final_log_ppl", baseline: float | None = None) -> Path:
@@ -88,6 +91,24 @@ def figure_4a(rows: list[dict], out: str | Path, loss: str = "final_log_ppl", ba
     ax.set_xlabel("Parameters (M)")
     ax.set_ylabel("Log-perplexity" + (" (best valid)" if loss.startswith("best") else ""))
     ax.set_title("Scaling with model reuse (Figure 4a)")
+    return save(fig, out)
+
+
+def figure_protocols(rows: list[dict], out: str | Path, baseline: float | None = None) -> Path:
+    """Figure 4a under both protocols, from the same runs: the last checkpoint on valid (the paper's) beside the
+    best checkpoint on test (early stopping), parameters on a log axis as in the paper."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    for ax, (loss, title) in zip(axes, [("valid_last", "Paper protocol: last checkpoint, valid"),
+                                        ("test_best", "Early stopping: best checkpoint, test")]):
+        draw(ax, rows, "parameters", loss, xscale_millions=True)
+        ax.set_xscale("log")
+        if baseline is not None:
+            ax.axhline(baseline, color="grey", linewidth=1, linestyle="--")
+            ax.annotate("unigram baseline", (ax.get_xlim()[0], baseline), fontsize=8, color="grey",
+                        xytext=(4, 3), textcoords="offset points")
+        ax.set_xlabel("Parameters (M)")
+        ax.set_title(title)
+    axes[0].set_ylabel("Log-perplexity (original protocol; mean over seeds, 95% interval)")
     return save(fig, out)
 
 

@@ -14,18 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from reuse.compare import LOSS, curve_shape, groups, is_reuse, paired_gains
+from reuse.grid import PROTOCOLS
+from reuse.protocols import protocol_lines
 from reuse.results import by_operator
 from reuse.stats import fmt, t_interval
 
-LOSS = "best_log_ppl"  # the kept model (best/) is the one at the best valid loss
-
-
-def groups(rows: list[dict]) -> dict[tuple, list[dict]]:
-    """(fraction, parameters, method) -> its runs, one per seed."""
-    out = defaultdict(list)
-    for r in rows:
-        out[(r["fraction"], r["parameters"], r["method"])].append(r)
-    return dict(sorted(out.items()))
 
 
 def summarise(rows: list[dict], loss: str = LOSS) -> list[dict]:
@@ -42,54 +36,6 @@ def summarise(rows: list[dict], loss: str = LOSS) -> list[dict]:
                     "chain_flops": float(np.mean([r["chain_flops"] for r in runs])),
                     "regimes": sorted(r["regime"] for r in runs)})
     return out
-
-
-def is_reuse(method: str) -> bool:
-    """`reuse`, or one operator's runs in an operator study (`reuse msg`, reuse.results.by_operator)."""
-    return method == "reuse" or method.startswith("reuse ")
-
-
-def paired_gains(rows: list[dict], loss: str = LOSS) -> list[dict]:
-    """Per fraction, reused width and reuse method (one per operator in an operator study): the gain
-    scratch - reuse over the seeds that have both, with its interval."""
-    by_key = {(r["fraction"], r["parameters"], r["method"], r["seed"]): r[loss] for r in rows}
-    out = []
-    for fraction, parameters, method in sorted({(r["fraction"], r["parameters"], r["method"]) for r in rows}):
-        if not is_reuse(method):
-            continue
-        seeds = sorted(s for (f, p, m, s) in by_key if (f, p, m) == (fraction, parameters, method)
-                       and (fraction, parameters, "scratch", s) in by_key)
-        if not seeds:
-            continue
-        gains = [by_key[(fraction, parameters, "scratch", s)] - by_key[(fraction, parameters, method, s)]
-                 for s in seeds]
-        mean, half = t_interval(gains)
-        if half is None:
-            verdict = "one seed: no interval, not evidence"
-        elif mean - half > 0:
-            verdict = "yes: reuse is lower"
-        elif mean + half < 0:
-            verdict = "yes: scratch is lower"
-        else:
-            verdict = "no: the interval contains 0"
-        out.append({"fraction": fraction, "parameters": parameters, "method": method, "seeds": seeds,
-                    "gain": (mean, half),
-                    "scratch": t_interval([by_key[(fraction, parameters, "scratch", s)] for s in seeds]),
-                    "reuse": t_interval([by_key[(fraction, parameters, method, s)] for s in seeds]),
-                    "verdict": verdict})
-    return out
-
-
-def curve_shape(points: list[tuple[float, float]]) -> str:
-    """Words for a loss curve over model size [(parameters, mean loss)]."""
-    points = sorted(points)
-    if len(points) < 2:
-        return "a single width"
-    rises = [f"{points[i][0] / 1e6:.2f}M -> {points[i + 1][0] / 1e6:.2f}M (+{points[i + 1][1] - points[i][1]:.3f})"
-             for i in range(len(points) - 1) if points[i + 1][1] > points[i][1]]
-    if not rises:
-        return "falls monotonically with width"
-    return "does not fall monotonically: it rises at " + ", ".join(rises)
 
 
 def shapes(summary: list[dict]) -> list[str]:
@@ -231,8 +177,25 @@ def operator_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+def regime_lines_fixed_budget(rows: list[dict]) -> list[str]:
+    """Protocol paper: how far past its best periodic valid loss each group of runs trained."""
+    past = [r for r in rows if r["regime"] == "past-best"]
+    lines = [f"Every run trained its fixed budget. {len(past)} of {len(rows)} trained past their best periodic valid "
+             f"loss (past-best), the regime of the paper's scratch models; the others were still improving at the "
+             f"end (compute-limited: about data scarcity they say nothing).", "",
+             "| fraction | method | runs | past-best | epochs in all | epochs past the best |",
+             "| ---: | --- | ---: | ---: | ---: | ---: |"]
+    for (fraction, method) in sorted({(r["fraction"], r["method"]) for r in rows}):
+        at = [r for r in rows if (r["fraction"], r["method"]) == (fraction, method)]
+        epochs = [r["epochs_past_best"] for r in at if isinstance(r.get("epochs_past_best"), float)]
+        span = f"{min(epochs):.0f}-{max(epochs):.0f}" if epochs else ""
+        lines.append(f"| {fraction:g} | {method} | {len(at)} | {sum(r['regime'] == 'past-best' for r in at)} | "
+                     f"{min(r['epochs'] for r in at):.0f}-{max(r['epochs'] for r in at):.0f} | {span} |")
+    return lines
+
+
 def write_report(grid: dict, rows: list[dict], results: Path, figure: Path, baseline: float | None,
-                 seconds: float) -> Path:
+                 seconds: float, protocols_figure: Path | None = None) -> Path:
     from reuse.transfer import analyse
 
     raw, rows = rows, by_operator(rows)  # an operator study keeps each operator's runs apart
@@ -243,22 +206,30 @@ def write_report(grid: dict, rows: list[dict], results: Path, figure: Path, base
              f"{len(rows)} runs: models {', '.join(Path(m).stem for m in grid['models'])}; fractions "
              f"{', '.join(f'{float(f):g}' for f in grid['fractions'])}; methods {', '.join(grid['methods'])}"
              f"{'; growth operators ' + ', '.join(grid['operators']) if grid.get('operators') else ''}; "
-             f"seeds {', '.join(map(str, seeds))}. Training data `{grid['train_data']}`. Losses are valid "
-             f"log-perplexities (nats per masked token) of the kept model, the one at the best periodic valid "
-             f"loss; ± is a 95% Student t interval over seeds. Training of all runs took "
+             f"seeds {', '.join(map(str, seeds))}. Training data `{grid['train_data']}`. Protocol: "
+             f"**{grid.get('protocol', 'not named')}**{' (' + PROTOCOLS[grid['protocol']] + ')' if grid.get('protocol') in PROTOCOLS else ''}. "
+             f"Losses are log-perplexities (nats per masked token); the tables after the section on both protocols "
+             f"give the periodic in-training estimates on the first valid batches, where `best` is the minimum that "
+             f"chose the kept checkpoint (biased low). ± is a 95% Student t interval over seeds. Training of all runs took "
              f"{sum(r['wall_time_s'] for r in rows) / 60:.1f} min of run time (runs in parallel overlap); this "
              f"invocation took {seconds / 60:.1f} min.", ""]
     if baseline is not None:
         lines += [f"Unigram baseline (predicting training-token frequencies) on the valid split: **{baseline:.3f}**.",
                   ""]
     lines += ["## Regime", ""]
+    if grid.get("protocol") == "paper":
+        lines += regime_lines_fixed_budget(rows)
     limited = [r for r in rows if r["regime"] != "data-limited"]
-    lines.append(f"{len(rows) - len(limited)} of {len(rows)} runs are data-limited (best valid loss before the cap, "
-                 f"then no improvement for the patience: stopped early).")
-    if limited:
+    if grid.get("protocol") != "paper":
+        lines.append(f"{len(rows) - len(limited)} of {len(rows)} runs are data-limited (best valid loss before the "
+                     f"cap, then no improvement for the patience: stopped early).")
+    if limited and grid.get("protocol") != "paper":
         lines += ["", "**Not data-limited** (a statement about data scarcity that rests on these is not evidence):", ""]
         lines += [f"- {r['run_id']}: {r['regime']} (best at step {r['best_step']} of {r['steps']})" for r in limited]
-    lines += ["", "## Losses over seeds", "",
+    lines += protocol_lines(rows)
+    if protocols_figure is not None:
+        lines += ["", f"![Both protocols]({protocols_figure.name})"]
+    lines += ["", "## Losses over seeds (periodic in-training estimates)", "",
               "| fraction | model | params (M) | method | seeds | best valid | final valid | below unigram | "
               "best step | epochs | training FLOPs (method total) | regimes |",
               "| ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
@@ -283,11 +254,12 @@ def write_report(grid: dict, rows: list[dict], results: Path, figure: Path, base
     lines += downstream_lines(rows)
     lines += ["", "## Every run", "", "After growth: a reused run's valid loss before its first step (its parent's "
               "best was its start).", "",
-              "| run | seed | steps | best step | epochs | regime | after growth | final | best |",
-              "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
+              "| run | seed | steps | best step | epochs | epochs past best | regime | after growth | final | best |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
     for r in rows:
         start = f"{r['post_growth_log_ppl']:.3f}" if isinstance(r.get("post_growth_log_ppl"), float) else ""
-        lines.append(f"| {r['run_id']} | {r['seed']} | {r['steps']} | {r['best_step']} | {r['epochs']:.1f} | "
+        past = f"{r['epochs_past_best']:.1f}" if isinstance(r.get("epochs_past_best"), float) else ""
+        lines.append(f"| {r['run_id']} | {r['seed']} | {r['steps']} | {r['best_step']} | {r['epochs']:.1f} | {past} | "
                      f"{r['regime']} | {start} | {r['final_log_ppl']:.3f} | {r[LOSS]:.3f} |")
     lines += ["", "## Data the reuse was worth (effective data transferred)", "",
               "D_E: unique tokens the same width needs from scratch to reach the reused model's mean loss (log-log "

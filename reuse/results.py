@@ -3,7 +3,9 @@
 A run is *data-limited* when its valid loss reached its best before the step cap and then stopped improving for
 `patience` evaluations (the run stopped early): it learned what its data allows. It is *compute-limited* when its
 last evaluation is its best: it was still improving when the cap ended it, so it says nothing about data scarcity.
-A run whose best came earlier but that reached the cap before its patience ran out is *unsettled*.
+A run whose best came earlier but that reached the cap before its patience ran out is *unsettled*. A run with a fixed
+budget (no patience, protocol paper) whose best came before its end is *past-best*: it trained `epochs_past_best`
+epochs beyond its best valid loss, the regime the paper's scratch models were in.
 """
 
 from __future__ import annotations
@@ -14,18 +16,30 @@ import math
 import os
 from pathlib import Path
 
+from reuse.config import TrainConfig
+from reuse.heldout import COLUMNS as HELDOUT
+
+DEFAULT_LR = TrainConfig.lr  # a recipe without lr trains at the trainer's default
+
 # data_tokens: unique tokens of the training fraction; training_tokens: tokens seen (steps x batch x sequence);
 # epochs: training_tokens / data_tokens; grow_method: a reused run's growth operator (empty for any other run);
 # post_growth_log_ppl: a warm-started run's valid loss before its first step
 # (what growth kept of the parent); chain_flops: this run's training FLOPs plus those of every run it was
-# grown or fine-tuned from (what the whole method cost).
-COLUMNS = ["run_id", "model", "parameters", "fraction", "seed", "data_tokens", "training_tokens", "steps", "epochs",
-           "method", "grow_method", "parent", "target", "post_growth_log_ppl", "final_log_ppl", "best_log_ppl",
-           "best_step", "regime", "train_flops", "chain_flops", "wall_time_s"]
-NUMERIC = {"parameters", "fraction", "data_tokens", "training_tokens", "epochs", "post_growth_log_ppl",
-           "final_log_ppl", "best_log_ppl", "train_flops", "chain_flops", "wall_time_s"}
+# grown or fine-tuned from (what the whole method cost). final_log_ppl and best_log_ppl are the periodic in-training
+# estimates (eval_batches of valid; best_log_ppl is the one that chose best/, so it is biased low);
+# valid_last ... train_best (reuse.heldout) score the last and best checkpoints once, with the original protocol, on
+# the whole valid and test splits and a sample of the run's training blocks. variant: a search grid's variant;
+# parent_checkpoint: which of its parent's checkpoints a warm start grew from; epochs_past_best: epochs trained
+# after the best periodic valid loss.
+COLUMNS = ["run_id", "variant", "model", "parameters", "fraction", "seed", "data_tokens", "training_tokens", "steps",
+           "epochs", "method", "grow_method", "parent", "parent_checkpoint", "lr", "target", "post_growth_log_ppl",
+           "final_log_ppl", "best_log_ppl", "best_step", "epochs_past_best", "regime", *HELDOUT, "train_flops",
+           "chain_flops", "wall_time_s"]
+NUMERIC = {"parameters", "fraction", "data_tokens", "training_tokens", "epochs", "post_growth_log_ppl", "lr",
+           "final_log_ppl", "best_log_ppl", "epochs_past_best", *HELDOUT, "train_flops", "chain_flops",
+           "wall_time_s"}
 INTEGER = {"seed", "steps", "best_step"}
-REGIMES = ("data-limited", "compute-limited", "unsettled", "unevaluated")
+REGIMES = ("data-limited", "compute-limited", "past-best", "unsettled", "unevaluated")
 # A grid with a downstream section adds downstream_<task>, _final and _majority (reuse.downstream) after COLUMNS.
 DOWNSTREAM = "downstream_"
 
@@ -34,7 +48,7 @@ class ResultsError(Exception):
     """A results table that cannot be read; the message names the file and what is wrong."""
 
 
-def classify_regime(valid: list[tuple[int, float]], stopped_early: bool) -> str:
+def classify_regime(valid: list[tuple[int, float]], stopped_early: bool, fixed_budget: bool = False) -> str:
     """The regime of a run from its periodic valid losses [(step, loss)] in step order (see the module docstring).
     A loss that is not finite never counts as a best."""
     finite = [(step, loss) for step, loss in valid if math.isfinite(loss)]
@@ -43,6 +57,8 @@ def classify_regime(valid: list[tuple[int, float]], stopped_early: bool) -> str:
     best_step = min(finite, key=lambda p: (p[1], p[0]))[0]
     if best_step == valid[-1][0]:
         return "compute-limited"
+    if fixed_budget:
+        return "past-best"
     return "data-limited" if stopped_early else "unsettled"
 
 
@@ -62,9 +78,39 @@ def valid_curve(run_dir: str | Path) -> list[tuple[int, float]]:
     return sorted(by_step.items())
 
 
-def run_regime(run_dir: str | Path) -> str:
+def run_regime(run_dir: str | Path, fixed_budget: bool = False) -> str:
     summary = json.loads((Path(run_dir) / "summary.json").read_text())
-    return classify_regime(valid_curve(run_dir), bool(summary.get("stopped_early")))
+    return classify_regime(valid_curve(run_dir), bool(summary.get("stopped_early")), fixed_budget)
+
+
+def collect(runs: list, snap: Path) -> list[dict]:
+    """One row per finished run of a sweep (reuse.sweep.Run), in plan order."""
+    rows, by_id = [], {}
+    for run in runs:
+        folder = snap / run.run_id
+        if not (folder / "summary.json").is_file():
+            continue
+        s = json.loads((folder / "summary.json").read_text())
+        block_size = json.loads((folder / "run_config.json").read_text())["block_size"]
+        data_tokens = s["training_blocks"] * block_size
+        parent = by_id.get(run.parent)
+        row = {"run_id": run.run_id, "variant": run.variant, "model": Path(run.model).stem,
+               "parameters": s["parameters"], "fraction": run.fraction, "seed": run.seed, "data_tokens": data_tokens,
+               "training_tokens": s["tokens_seen"], "steps": s["steps"],
+               "epochs": s["epochs"],
+               "method": run.method, "grow_method": run.args.get("grow_method", "") if run.method == "reuse" else "",
+               "parent": run.parent, "parent_checkpoint": run.parent_checkpoint, "lr": run.args.get("lr", DEFAULT_LR),
+               "target": run.target,
+               "post_growth_log_ppl": s.get("start_valid_log_ppl") if run.parent else "",
+               "final_log_ppl": s["final_valid_log_ppl"], "best_log_ppl": s["best_valid_log_ppl"],
+               "best_step": s["best_step"], "epochs_past_best": s.get("epochs_past_best", ""),
+               "regime": run_regime(folder, fixed_budget=not run.args.get("patience")),
+               "train_flops": s["train_flops"],
+               "chain_flops": s["train_flops"] + (parent["chain_flops"] if parent else 0.0),
+               "wall_time_s": s["wall_time_s"], **s.get("heldout", {})}
+        by_id[run.run_id] = row
+        rows.append(row)
+    return rows
 
 
 def by_operator(rows: list[dict]) -> list[dict]:
@@ -106,6 +152,7 @@ def read_results(path: str | Path, needed: tuple[str, ...] = ("parameters", "fra
     for number, row in enumerate(rows, start=2):
         row.setdefault("seed", "0")
         row.setdefault("grow_method", "")  # tables from before the operator study
+        row.setdefault("variant", "")  # and before search grids
         for key in NUMERIC | INTEGER | {k for k in row if k.startswith(DOWNSTREAM)}:
             if row.get(key) not in (None, ""):
                 try:

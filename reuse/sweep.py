@@ -29,14 +29,16 @@ from pathlib import Path
 
 import yaml
 
+from reuse.cli import Parser, positive_int
 from reuse.config import ConfigError, TrainConfig, check_config, config_from_dict
 from reuse.data import DataError, inspect_tokens
-from reuse.grid import SweepError, check_operators, grid_seeds, load_grid  # noqa: F401 (SweepError, load_grid: public here)
+from reuse.grid import (SweepError, check_operators, check_protocol_runs,  # noqa: F401 (SweepError, load_grid:
+                        default_parent_checkpoint, grid_seeds, load_grid, search_variants)  # public here)
 from reuse.grow import GrowthError
 from reuse.growing import check_growth, plan_chain
 from reuse.model import ModelError, is_checkpoint, load_config
 from reuse.report import write_report
-from reuse.results import by_operator, run_regime, write_results
+from reuse.results import by_operator, collect, write_results
 from reuse.runs import model_tag, run_name
 from reuse.transfer import TransferError
 
@@ -53,6 +55,8 @@ class Run:
     train_data: str = ""  # overrides the grid's data
     valid_data: str = ""
     seed: int = 0       # initialisation, data subset, masks and dropout; a reuse chain stays within one seed
+    parent_checkpoint: str = ""  # last or best: which of the parent's checkpoints this run starts from
+    variant: str = ""   # a search grid's variant (its runs live in <snap>/<variant>/)
 
 
 def plan_transfer(grid: dict) -> list[Run]:
@@ -80,8 +84,18 @@ def plan_transfer(grid: dict) -> list[Run]:
 
 
 def plan(grid: dict) -> list[Run]:
-    """All runs of a grid, parents before children; two runs with one name are refused."""
-    runs = plan_transfer(grid) if "targets" in grid else plan_ladder(grid)
+    """All runs of a grid (of every variant of a search grid), parents before children; two runs with one name are
+    refused, and so is a run the grid's protocol forbids."""
+    runs = []
+    for name, variant in search_variants(grid).items():
+        planned = plan_transfer(variant) if "targets" in variant else plan_ladder(variant)
+        for run in planned:
+            run.parent_checkpoint = run.args.pop("parent_checkpoint", "") or (
+                default_parent_checkpoint(variant) if run.parent and "protocol" in variant else "")
+            if name:
+                run.variant, run.run_id = name, f"{name}/{run.run_id}"
+                run.parent = f"{name}/{run.parent}" if run.parent else ""
+        runs += planned
     seen = {}
     for run in runs:
         if run.run_id in seen:
@@ -94,6 +108,7 @@ def plan(grid: dict) -> list[Run]:
                                            if v not in ("", None)}))
         except ConfigError as e:
             raise SweepError(f"grid {grid['name']}, run {run.run_id}: {e}") from e
+    check_protocol_runs(grid, runs)
     check_growth_options(grid, runs)
     check_batches(grid, runs)
     return runs
@@ -164,7 +179,9 @@ def check_growth_options(grid: dict, runs: list[Run]) -> None:
 
 
 def check_batches(grid: dict, runs: list[Run]) -> None:
-    """Every fraction must hold at least one batch: found here, before any run starts, not in the first run."""
+    """Every fraction must hold at least one batch, and under protocol paper every step cap at least one epoch
+    (a budget "far past the data limit" that does not see the data once is a mistake): found here, before any run
+    starts, not in the first run."""
     blocks_of = {}
     for run in runs:
         data = run.train_data or grid.get("train_data")
@@ -179,6 +196,11 @@ def check_batches(grid: dict, runs: list[Run]) -> None:
             raise SweepError(f"grid {grid['name']}: fraction {run.fraction:g} of {data} is {blocks} blocks of "
                              f"{block_size} tokens, fewer than one batch of {batch_size}; raise the fraction or "
                              f"lower batch_size")
+        steps = run.args.get("max_steps")
+        if grid.get("protocol") == "paper" and steps and int(steps) < blocks // batch_size:
+            raise SweepError(f"grid {grid['name']}, run {run.run_id}: max_steps {steps} is less than one epoch of "
+                             f"fraction {run.fraction:g} ({blocks // batch_size} steps of {batch_size} blocks); "
+                             f"protocol paper trains far past the data limit: raise max_steps")
 
 
 def train_command(run: Run, grid: dict, snap: Path, threads: int | None = None) -> list[str]:
@@ -199,11 +221,14 @@ def train_args(run: Run, grid: dict, snap: Path) -> dict:
     args = {"config": run.model, "train_data": run.train_data or grid["train_data"],
             "valid_data": run.valid_data or grid.get("valid_data", ""), "output_dir": str(snap / run.run_id),
             "fraction": run.fraction, **run.args}
+    if "targets" not in grid and args["valid_data"]:
+        args = {"heldout": True, "test_data": grid.get("test_data", ""), **args}
     if run.parent:
-        # A parent trained with valid data kept its best checkpoint: a run stopped on patience ends past its best,
-        # and the child should start from what the parent learned, not from where it over-fitted.
         parent = snap / run.parent
-        args["init_from"] = str(parent / "best" if is_checkpoint(parent / "best") else parent)
+        if run.parent_checkpoint:  # the grid's choice (its protocol's default, or the recipe's parent_checkpoint)
+            args["init_from"] = str(parent / "best" if run.parent_checkpoint == "best" else parent)
+        else:  # a transfer study that names none: the kept best model when the parent has one
+            args["init_from"] = str(parent / "best" if is_checkpoint(parent / "best") else parent)
     if run.method != "reuse":
         for key in [k for k in args if k.startswith("grow_")]:
             args.pop(key)
@@ -220,6 +245,7 @@ def launch(run: Run, cmd: list[str], env: dict, executor, log_dir: Path):
     """Start a run; returns an object with poll() -> None while running, else the exit code."""
     log_dir.mkdir(parents=True, exist_ok=True)
     if executor is None:
+        (log_dir / run.run_id).parent.mkdir(parents=True, exist_ok=True)  # a search variant's subfolder
         log = open(log_dir / f"{run.run_id}.log", "a")
         return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
     import submitit
@@ -282,32 +308,6 @@ def execute(runs: list[Run], grid: dict, snap: Path, workers: int = 1, gpus: lis
     return status
 
 
-def collect(runs: list[Run], snap: Path) -> list[dict]:
-    rows, by_id = [], {}
-    for run in runs:
-        folder = snap / run.run_id
-        if not (folder / "summary.json").is_file():
-            continue
-        s = json.loads((folder / "summary.json").read_text())
-        block_size = json.loads((folder / "run_config.json").read_text())["block_size"]
-        data_tokens = s["training_blocks"] * block_size
-        parent = by_id.get(run.parent)
-        row = {"run_id": run.run_id, "model": Path(run.model).stem, "parameters": s["parameters"],
-               "fraction": run.fraction, "seed": run.seed, "data_tokens": data_tokens,
-               "training_tokens": s["tokens_seen"], "steps": s["steps"],
-               "epochs": s["epochs"],
-               "method": run.method, "grow_method": run.args.get("grow_method", "") if run.method == "reuse" else "",
-               "parent": run.parent, "target": run.target,
-               "post_growth_log_ppl": s.get("start_valid_log_ppl") if run.parent else "",
-               "final_log_ppl": s["final_valid_log_ppl"], "best_log_ppl": s["best_valid_log_ppl"],
-               "best_step": s["best_step"], "regime": run_regime(folder), "train_flops": s["train_flops"],
-               "chain_flops": s["train_flops"] + (parent["chain_flops"] if parent else 0.0),
-               "wall_time_s": s["wall_time_s"]}
-        by_id[run.run_id] = row
-        rows.append(row)
-    return rows
-
-
 def claim_results_dir(results: Path, grid_path: Path, grid: dict) -> None:
     """A results folder belongs to one grid: refuse one written by another."""
     results.mkdir(parents=True, exist_ok=True)
@@ -319,12 +319,12 @@ def claim_results_dir(results: Path, grid_path: Path, grid: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m reuse.sweep", description=__doc__,
+    parser = Parser(prog="python -m reuse.sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("grid", type=Path)
     parser.add_argument("--snap", type=Path, help="folder of the run folders (default snap/<grid name>)")
     parser.add_argument("--results", type=Path, help="results folder (default results/<grid name>)")
-    parser.add_argument("--workers", type=int, default=1, help="runs at once on this machine")
+    parser.add_argument("--workers", type=positive_int, default=1, help="runs at once on this machine")
     parser.add_argument("--gpus", help="GPU ids, one run per GPU: 0,1,2,3")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads per run (default: cores / workers)")
     parser.add_argument("--executor", choices=("local", "slurm"), help="submit runs through submitit")
@@ -364,12 +364,18 @@ def main(argv: list[str] | None = None) -> None:
             write_transfer(results / "results.csv")
         elif rows:
             from reuse.evaluate import unigram_baseline
-            from reuse.plot import figure_4a
+            from reuse.plot import figure_4a, figure_protocols
+            from reuse.search import write_search_report
 
             baseline = unigram_baseline(grid["train_data"], grid["valid_data"],
                                         inspect_tokens(grid["train_data"]).vocab_size) if grid.get("valid_data") else None
-            figure = figure_4a(by_operator(rows), results / "curves.png", loss="best_log_ppl", baseline=baseline)
-            write_report(grid, rows, results, figure, baseline, time.time() - start)
+            if "search" in grid:  # variants are recipes, not methods: one table of them all, and the choice
+                print(f"search: {write_search_report(grid, rows, results)}")
+            else:
+                figure = figure_4a(by_operator(rows), results / "curves.png", loss="best_log_ppl", baseline=baseline)
+                both = figure_protocols(rows, results / "protocols.png", baseline) \
+                    if any(isinstance(r.get("valid_last"), float) for r in rows) else None
+                write_report(grid, rows, results, figure, baseline, time.time() - start, both)
     except (SweepError, DataError, ModelError, TransferError) as e:
         sys.exit(f"error: {e}")
     failed = [r for r, s in status.items() if s != "done"]

@@ -35,6 +35,7 @@ from reuse.data import DataError, inspect_tokens, load_blocks, to_device
 from reuse.dropout import use_cpu_dropout
 from reuse.evaluate import evaluate_blocks
 from reuse.grow import GrowthError
+from reuse.heldout import heldout_scores, training_sample
 from reuse.growing import grow_for_run
 from reuse.model import (ModelError, build_model, count_parameters, flops_per_step, load_config, load_model,
                          set_dropout)
@@ -179,6 +180,8 @@ def setup(cfg: TrainConfig) -> Run:
     objective = objective_for(model.config, tokenizer, cfg.mlm_probability)
     valid_blocks = load_blocks(cfg.valid_data, cfg.block_size)[:cfg.eval_batches * cfg.eval_batch_size] \
         if cfg.valid_data else None
+    if cfg.test_data:  # read only at the end: a missing file must fail here, before any step
+        inspect_tokens(cfg.test_data)
 
     resolved = resolve(cfg, model_config=model.config, tokenizer=cfg.tokenizer or info.tokenizer, world_size=world,
                        device=device.type, max_steps=max_steps, dropout=dropout)
@@ -351,10 +354,19 @@ def finish(run: Run) -> dict:
                "final_valid_log_ppl": state.valid, "start_valid_log_ppl": state.start_valid,
                "best_valid_log_ppl": state.best_valid if state.best_step >= 0 else None,
                "best_step": state.best_step, "stopped_early": state.stopped_early, "fraction": cfg.fraction,
-               "training_blocks": len(run.blocks), "epochs": state.step * cfg.batch_size / len(run.blocks)}
+               "training_blocks": len(run.blocks), "epochs": state.step * cfg.batch_size / len(run.blocks),
+               # how far a fixed budget trained past the best periodic valid loss (0: still improving at the end)
+               "epochs_past_best": (state.step - state.best_step) * cfg.batch_size / len(run.blocks)
+               if state.best_step >= 0 else None}
     run.log.close()
     if run.rank == 0:
         ckpt.save_model(run.out, run.model, run.tokenizer)
+        if cfg.heldout:  # after the save: a run killed in here resumes at its end and evaluates again
+            print("end-of-run evaluation of the last and best checkpoints (reuse.heldout)", flush=True)
+            summary["heldout"] = heldout_scores(
+                run.model, run.out, run.tokenizer, run.device, run.objective, valid_data=cfg.valid_data,
+                test_data=cfg.test_data, train_sample=training_sample(run.blocks, cfg.heldout_train_blocks),
+                block_size=cfg.block_size, max_batches=cfg.heldout_batches)
         (run.out / "summary.json").write_text(json.dumps(summary, indent=2))
     if dist.is_initialized():
         dist.barrier()

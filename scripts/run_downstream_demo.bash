@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Downstream evaluation of the demo: every checkpoint of configs/demo.yaml (under snap/demo/, each run's best/)
+# Downstream evaluation of the demo: every checkpoint of configs/demo.yaml (under snap/demo/; under the demo's protocol,
+# paper, each run's last checkpoint, the run folder itself)
 # fine-tuned on the offline task `next` (does sentence B follow sentence A in the same article?), and the report
 # results/demo_downstream/report.md with its downstream table (score per width, fraction and method over seeds,
 # beside the valid log-perplexity) and the paired reuse gain in that score. Run scripts/run_demo.bash first.
@@ -11,7 +12,8 @@
 # - lr 3e-4 with 10% warm-up (2e-5, the BERT-base default, barely moves a 2-layer model in 300 steps; 1e-3 and
 #   3e-3 left a 64H checkpoint at the majority class, 0.500, after 300 steps; 3e-4 reached 0.54 after 600);
 # - at most 64 tokens a pair: the demo pre-trained on 64-token blocks, so positions past 64 were never trained;
-# - dropout as the checkpoints have it (0, as they were trained); dev scored every 100 steps, best and final kept.
+# - dropout as the checkpoints have it (0.1 since the demo runs the paper's protocol; the recipe above was sized
+#   when it was 0); dev scored every 100 steps, best and final kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.bash

@@ -54,7 +54,7 @@ def test_recipes_convert_by_field_type_and_unknown_keys_are_named():
 
 
 def test_a_grid_with_a_bad_recipe_is_refused_before_any_run(tmp_path, embedded_dir):
-    grid = {"name": "bad", "models": ["configs/bert-2L-64H.json"], "fractions": [0.5],
+    grid = {"name": "bad", "protocol": "paper", "models": ["configs/bert-2L-64H.json"], "fractions": [0.5],
             "train_data": str(embedded_dir / "en.train.raw.bert-base-uncased.hdf5"),
             "valid_data": str(embedded_dir / "en.valid.raw.bert-base-uncased.hdf5"),
             "train": {"batch_size": 8, "max_steps": -1}, "methods": {"scratch": {}}}

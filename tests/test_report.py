@@ -6,7 +6,8 @@ import math
 import pytest
 import yaml
 
-from reuse.report import curve_shape, paired_gains, summarise, write_report
+from reuse.compare import curve_shape, paired_gains
+from reuse.report import summarise, write_report
 from reuse.results import classify_regime, read_results, run_regime, write_results
 from reuse.runs import parse_run_name, run_name
 from reuse.stats import t_interval
@@ -16,10 +17,10 @@ LADDER = ["configs/bert-2L-64H.json", "configs/bert-2L-128H.json", "configs/bert
 
 
 def grid_file(tmp_path, embedded_dir, **changes):
-    grid = {"name": "seeded", "family": "bert", "models": LADDER[:2], "fractions": [0.2, 0.5],
+    grid = {"name": "seeded", "protocol": "early-stop", "family": "bert", "models": LADDER[:2], "fractions": [0.2, 0.5],
             "train_data": str(embedded_dir / "en.train.raw.bert-base-uncased.hdf5"),
             "valid_data": str(embedded_dir / "en.valid.raw.bert-base-uncased.hdf5"),
-            "train": {"batch_size": 8, "max_steps": 4}, "methods": {"scratch": {}, "reuse": {}}}
+            "train": {"batch_size": 8, "max_steps": 4, "patience": 10}, "methods": {"scratch": {}, "reuse": {}}}
     grid.update(changes)
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(grid))

@@ -16,10 +16,11 @@ from reuse.sweep import load_grid, plan
 
 
 def tiny_grid(tmp_path, embedded_dir, **changes):
-    grid = {"name": "tiny", "family": "bert", "models": ["configs/bert-2L-64H.json", "configs/bert-2L-128H.json"],
+    grid = {"name": "tiny", "protocol": "early-stop", "family": "bert", "models": ["configs/bert-2L-64H.json", "configs/bert-2L-128H.json"],
             "fractions": [0.5], "train_data": str(embedded_dir / "en.train.raw.bert-base-uncased.hdf5"),
             "valid_data": str(embedded_dir / "en.valid.raw.bert-base-uncased.hdf5"),
-            "train": {"batch_size": 8, "max_steps": 4, "eval_every": 2, "eval_batches": 1, "save_every": 2},
+            "train": {"batch_size": 8, "max_steps": 4, "eval_every": 2, "eval_batches": 1, "save_every": 2,
+                      "patience": 10},
             "methods": {"scratch": {"lr": 1e-3}, "reuse": {"grow_method": "net2net", "lr": 5e-4}}}
     grid.update(changes)
     path = tmp_path / "grid.yaml"
@@ -38,18 +39,19 @@ def sweep(grid, tmp_path, *extra, check=True):
 def test_demo_grid_plans_scratch_and_reuse_ladders_with_seeds():
     runs = plan(load_grid("configs/demo.yaml"))
     ids = {r.run_id: r for r in runs}
-    assert len(runs) == 3 * 5 + 5  # 3 seeds at 2%, one at 20%; per seed 3 scratch + 2 reuse
-    assert ids["bert-n2n-2L-128H-0.02D"].parent == "bert-2L-64H-0.02D"
-    assert ids["bert-n2n-2L-192H-0.02D-s2"].parent == "bert-n2n-2L-128H-0.02D-s2"
-    assert ids["bert-n2n-2L-192H-0.2D"].parent == "bert-n2n-2L-128H-0.2D"
-    scratch, reuse = ids["bert-2L-192H-0.02D"].args, ids["bert-n2n-2L-192H-0.02D"].args
-    # the same recipe but for the peak lr (each method's chosen from two) and the growth settings
+    assert len(runs) == 3 * 5 + 5  # 3 seeds at 0.5%, one at 5%; per seed 3 scratch + 2 reuse
+    assert ids["bert-n2n-2L-128H-0.005D"].parent == "bert-2L-64H-0.005D"
+    assert ids["bert-n2n-2L-192H-0.005D-s2"].parent == "bert-n2n-2L-128H-0.005D-s2"
+    assert ids["bert-n2n-2L-192H-0.05D"].parent == "bert-n2n-2L-128H-0.05D"
+    scratch, reuse = ids["bert-2L-192H-0.005D"].args, ids["bert-n2n-2L-192H-0.005D"].args
+    # the same recipe (the search chose lr 1e-3 for both) but for the growth settings
     differ = {k for k in set(scratch) | set(reuse) if scratch.get(k) != reuse.get(k)}
-    assert differ == {"lr", "grow_method", "grow_noise"} and (scratch["lr"], reuse["lr"]) == (1e-3, 2e-4)
-    assert ids["bert-2L-64H-0.02D"].args["patience"] == 4 and ids["bert-2L-64H-0.02D"].args["max_steps"] == 3000
-    assert ids["bert-2L-64H-0.2D"].args["max_steps"] == 1000  # fraction_args
+    assert differ == {"grow_method", "grow_noise"} and scratch["lr"] == reuse["lr"] == 1e-3
+    assert ids["bert-n2n-2L-192H-0.005D"].parent_checkpoint == "best"
+    # the paper's protocol: one fixed budget for every run, no patience
+    assert {r.args["max_steps"] for r in runs} == {800} and not any("patience" in r.args for r in runs)
     order = [r.run_id for r in runs]
-    assert order.index("bert-2L-64H-0.02D-s1") < order.index("bert-n2n-2L-128H-0.02D-s1")
+    assert order.index("bert-2L-64H-0.005D-s1") < order.index("bert-n2n-2L-128H-0.005D-s1")
     assert len(plan(load_grid("configs/paper.yaml"))) == 6 * (10 + 9)
 
 
@@ -65,7 +67,7 @@ def test_run_names_parse_like_the_released_checkpoints():
     (dict(models=["configs/bert-2L-64H.json", "configs/missing.json"]), "configs/missing.json, which does not exist"),
     (dict(fractions=[0.5, 1.5]), "fraction 1.5 is outside"),
     (dict(models=["configs/bert-2L-128H.json", "configs/bert-2L-64H.json"]), "cannot form a reuse chain"),
-    (dict(valid_data=""), "lacks 'valid_data'"),
+    (dict(valid_data=""), "sets patience but no valid_data"),
     (dict(fractions=0.5), "'fractions' must be a non-empty list"),
     (dict(methods={"scratch": {}, "grown": {}}), "unknown methods ['grown']"),
     (dict(seeds=[0, "x"]), "list of integers"),
