@@ -97,6 +97,18 @@ class RunLock:
             self.lock.release()
 
 
+def refuse_foreign_folder(cfg) -> None:
+    """An --output-dir holding files that no trainer wrote (a model from reuse.grow, say) is refused, before the
+    run lock writes into it: the final save would replace that model and leave its growth.json stale."""
+    out = Path(cfg.output_dir)
+    if cfg.overwrite or not out.is_dir() or (out / "run_config.json").exists():
+        return
+    if any(p.name not in (".lock", ".owner") for p in out.iterdir()):
+        raise CheckpointError(f"{out} holds files but no run_config.json: it is not a reuse.train run folder (a "
+                              f"model written by reuse.grow?); choose another --output-dir, or pass --overwrite to "
+                              f"replace what is there")
+
+
 def prepare_run_dir(cfg, resolved: dict, rank: int) -> bool:
     """Make cfg.output_dir (a TrainConfig's) this run's folder, recording `resolved` (reuse.config.resolve) in
     run_config.json; returns whether to resume. Another run's folder is refused unless --resume or --overwrite."""

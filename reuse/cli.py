@@ -124,9 +124,32 @@ def dataclass_values(cls, args: argparse.Namespace) -> dict:
         unknown = set(from_file) - names
         if unknown:
             raise SystemExit(f"error: {args.args_file} has unknown fields {sorted(unknown)}")
-        values.update(from_file)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values.update({k: file_value(cls, fields[k], v, args.args_file) for k, v in from_file.items()})
     values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
     return values
+
+
+def file_value(cls, field: dataclasses.Field, value, path):
+    """An --args-file value as its field's type: JSON's and YAML's own types, or a number written as text ("1e-3");
+    anything else is one line naming the field, never a truthy "no" that overwrites a folder."""
+    kind = _field_type(cls, field)
+    optional = type(None) in typing.get_args(typing.get_type_hints(cls)[field.name])
+    if value is None and optional:
+        return None
+    if kind is bool and isinstance(value, bool) or kind is str and isinstance(value, str):
+        return value
+    if kind in (int, float) and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        if kind is int and isinstance(value, float):
+            if value.is_integer():
+                return int(value)
+        else:
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+    wanted = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(kind, str(kind))
+    raise SystemExit(f"error: {path}: {field.name} = {value!r} is not {wanted}")
 
 
 def dataclass_from_args(cls, args: argparse.Namespace):

@@ -210,6 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-batches", type=positive_int, help="evaluate only the first N batches")
     parser.add_argument("--out", type=output_file, help="write one row per checkpoint to this .csv or .json")
     args = parser.parse_args(argv)
+    if args.out and (args.out.suffix not in (".csv", ".json") or args.out.resolve() == args.data.resolve()):
+        parser.error(f"--out {args.out}: give a new .csv or .json file (never the data it reads)")
     rows = []
     try:
         # Every checkpoint is checked against the data before the first one is evaluated.

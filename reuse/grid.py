@@ -10,12 +10,17 @@ A model-ladder grid names its protocol:
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
 import yaml
 
-from reuse.model import ModelError
+from reuse.config import TrainConfig
+from reuse.data import DataError, inspect_tokens
+from reuse.grow import GrowthError
+from reuse.growing import check_growth
+from reuse.model import ModelError, load_config
 
 
 class SweepError(Exception):
@@ -146,8 +151,8 @@ def check_protocol(grid: dict, path: Path) -> None:
     protocol = grid.get("protocol")
     if protocol not in PROTOCOLS:
         given = f"protocol {protocol!r} is unknown" if "protocol" in grid else "has no 'protocol'"
-        raise SweepError(f"grid {path} {given}: give 'protocol: paper' (" + PROTOCOLS["paper"] + ") or "
-                         f"'protocol: early-stop' (" + PROTOCOLS["early-stop"] + ")")
+        raise SweepError(f"grid {path} {given}: give 'protocol: paper' ({PROTOCOLS['paper']}) or "
+                         f"'protocol: early-stop' ({PROTOCOLS['early-stop']})")
 
 
 def check_search(grid: dict, path: Path) -> None:
@@ -204,3 +209,51 @@ def check_protocol_runs(grid: dict, runs: list) -> None:
             raise SweepError(f"grid {grid['name']}, run {run.run_id}: parent_checkpoint best, but its parent "
                              f"{run.parent} has no valid data and so keeps no best checkpoint; use "
                              f"parent_checkpoint: last, or give the parent valid_data")
+
+
+# check_growth's settings after the two configs, in its order, as TrainConfig names them
+GROWTH = ("grow_method", "grow_depth_method", "grow_mapping", "grow_noise", "grow_ramp_steps", "grow_ligo_steps",
+          "grow_ligo_lr")
+
+
+def check_growth_options(grid: dict, runs: list) -> None:
+    """Every reused run's growth settings pass the growth checks here, not in the run: an operator study's noise,
+    inherited from the reuse recipe, would otherwise fail one chain after the scratch ladder has trained."""
+    models = {r.run_id: r.model for r in runs}
+    seen = set()
+    for run in runs:
+        if run.method != "reuse" or run.parent not in models:
+            continue
+        key = (models[run.parent], run.model) + tuple(run.args.get(k, getattr(TrainConfig, k)) for k in GROWTH)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_growth(load_config(key[0]), load_config(key[1]), *key[2:])
+        except (GrowthError, ModelError) as e:
+            raise SweepError(f"grid {grid['name']}, run {run.run_id}: {e}") from e
+
+
+def check_batches(grid: dict, runs: list) -> None:
+    """Every fraction must hold at least one batch, and under protocol paper every step cap at least one epoch
+    (a budget "far past the data limit" that does not see the data once is a mistake): found here, before any run
+    starts, not in the first run."""
+    blocks_of = {}
+    for run in runs:
+        data = run.train_data or grid.get("train_data")
+        block_size, batch_size = int(run.args.get("block_size", TrainConfig.block_size)), int(run.args.get("batch_size", TrainConfig.batch_size))
+        if (data, block_size) not in blocks_of:
+            try:
+                blocks_of[(data, block_size)] = inspect_tokens(data).num_tokens // block_size
+            except DataError:
+                return  # the data is not there yet (a transfer grid's later corpora): the trainer will say
+        blocks = math.floor(run.fraction * blocks_of[(data, block_size)] + 1e-9)
+        if blocks < batch_size:
+            raise SweepError(f"grid {grid['name']}: fraction {run.fraction:g} of {data} is {blocks} blocks of "
+                             f"{block_size} tokens, fewer than one batch of {batch_size}; raise the fraction or "
+                             f"lower batch_size")
+        steps = run.args.get("max_steps")
+        if grid.get("protocol") == "paper" and steps and int(steps) < blocks // batch_size:
+            raise SweepError(f"grid {grid['name']}, run {run.run_id}: max_steps {steps} is less than one epoch of "
+                             f"fraction {run.fraction:g} ({blocks // batch_size} steps of {batch_size} blocks); "
+                             f"protocol paper trains far past the data limit: raise max_steps")

@@ -17,7 +17,7 @@ def is_local(name_or_folder: str | Path) -> bool:
 
 
 def from_pretrained_args(name_or_folder: str | Path) -> tuple[str, dict]:
-    """(first argument, keyword arguments) for `from_pretrained`.
+    """(first argument, keyword arguments) for `from_pretrained`, remote code always refused.
 
     A local path stays as it is (a local folder always wins over a Hub id of the same spelling). Otherwise
     `owner/repo/sub/folder` becomes `owner/repo` with `subfolder="sub/folder"`; `owner/repo` and plain names are
@@ -25,9 +25,12 @@ def from_pretrained_args(name_or_folder: str | Path) -> tuple[str, dict]:
     """
     text = str(name_or_folder)
     parts = [p for p in text.split("/") if p]
+    # Nothing in this project needs code shipped with a checkpoint: a config's `auto_map` is refused, never run
+    # (transformers would otherwise ask on stdin whether to execute the folder's Python files).
+    safe = {"trust_remote_code": False}
     if is_local(text) or len(parts) <= 2:
-        return text, {}
-    return "/".join(parts[:2]), {"subfolder": "/".join(parts[2:])}
+        return text, safe
+    return "/".join(parts[:2]), {"subfolder": "/".join(parts[2:]), **safe}
 
 
 def is_hub_id(name_or_folder: str | Path) -> bool:

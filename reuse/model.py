@@ -40,10 +40,43 @@ def load_config(path: str | Path) -> PretrainedConfig:
             fields = json.load(f)
         if not isinstance(fields, dict):
             raise ValueError("not a JSON object")
-        return AutoConfig.for_model(**fields)
+        config = AutoConfig.for_model(**fields)
     except (json.JSONDecodeError, ValueError, KeyError, TypeError) as e:
         # TypeError: no model_type; ValueError also covers a file that is not UTF-8 text.
         raise ModelError(f"{path} is not a Hugging Face model config with a model_type ({e})") from e
+    check_model_config(config, path)
+    return config
+
+
+SIZES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "max_position_embeddings")
+
+
+def check_model_config(config: PretrainedConfig, source) -> None:
+    """Sizes a model can be built with, checked before it is: a negative layer count would train with negative
+    FLOPs, and heads that do not divide the width fail deep inside torch."""
+    from transformers.activations import ACT2FN
+
+    for name in SIZES + (("intermediate_size",) if hasattr(config, "intermediate_size") else ()):
+        value = getattr(config, name, None)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ModelError(f"{source}: {name} must be a positive integer, not {value!r}")
+    if config.hidden_size % config.num_attention_heads:
+        raise ModelError(f"{source}: hidden_size {config.hidden_size} is not divisible by num_attention_heads "
+                         f"{config.num_attention_heads}")
+    activation = getattr(config, "hidden_act", None) or getattr(config, "activation_function", None)
+    if isinstance(activation, str) and activation not in ACT2FN:
+        raise ModelError(f"{source}: unknown activation {activation!r}; use one of gelu, relu, gelu_new, silu")
+
+
+def check_block(config: PretrainedConfig, block_size: int) -> None:
+    """A block the model has positions for: an MLM adds [CLS] and [SEP], and RoBERTa's positions start after its
+    padding index."""
+    needed = block_size + (0 if is_causal(config) else 2)
+    needed += (config.pad_token_id or 0) + 1 if config.model_type == "roberta" else 0
+    if needed > config.max_position_embeddings:
+        raise ModelError(f"--block-size {block_size} needs {needed} positions but the model has "
+                         f"max_position_embeddings {config.max_position_embeddings}: lower --block-size or use a "
+                         f"config with more positions")
 
 
 def is_causal(config: PretrainedConfig) -> bool:
@@ -78,10 +111,12 @@ def checkpoint_config(name_or_folder: str | Path) -> PretrainedConfig:
         raise ModelError(f"{folder} does not exist: give a checkpoint folder or a Hub id (owner/repo[/subfolder])")
     where, kwargs = from_pretrained_args(name_or_folder)
     try:
-        return AutoConfig.from_pretrained(where, **kwargs)
+        config = AutoConfig.from_pretrained(where, **kwargs)
     except (OSError, ValueError) as e:
         what = "not a checkpoint folder" if folder.exists() else "neither a local checkpoint folder nor one on the Hub"
         raise ModelError(f"{str(name_or_folder)!r} is {what} ({str(e).splitlines()[0]})") from e
+    check_model_config(config, name_or_folder)
+    return config
 
 
 def load_model(name_or_folder: str | Path) -> PreTrainedModel:

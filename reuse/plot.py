@@ -19,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 from reuse.results import ResultsError, by_operator, read_results  # noqa: E402
 from reuse.stats import t_interval  # noqa: E402
@@ -102,13 +103,15 @@ def figure_protocols(rows: list[dict], out: str | Path, baseline: float | None =
                                         ("test_best", "Early stopping: best checkpoint, test")]):
         draw(ax, rows, "parameters", loss, xscale_millions=True)
         ax.set_xscale("log")
+        for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):  # 0.5, not 5 x 10^-1
+            axis(matplotlib.ticker.FormatStrFormatter("%g"))
         if baseline is not None:
             ax.axhline(baseline, color="grey", linewidth=1, linestyle="--")
             ax.annotate("unigram baseline", (ax.get_xlim()[0], baseline), fontsize=8, color="grey",
                         xytext=(4, 3), textcoords="offset points")
         ax.set_xlabel("Parameters (M)")
         ax.set_title(title)
-    axes[0].set_ylabel("Log-perplexity (original protocol; mean over seeds, 95% interval)")
+    axes[0].set_ylabel("Log-perplexity (mean over seeds, 95% interval)")
     return save(fig, out)
 
 

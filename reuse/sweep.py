@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import subprocess
 import sys
@@ -29,14 +28,16 @@ from pathlib import Path
 
 import yaml
 
+from reuse.checkpoint import CheckpointError, RunLock
 from reuse.cli import Parser, positive_int
-from reuse.config import ConfigError, TrainConfig, check_config, config_from_dict
+from reuse.config import ConfigError, check_config, config_from_dict
 from reuse.data import DataError, inspect_tokens
-from reuse.grid import (SweepError, check_operators, check_protocol_runs,  # noqa: F401 (SweepError, load_grid:
-                        default_parent_checkpoint, grid_seeds, load_grid, search_variants)  # public here)
+from reuse.grid import (SweepError, check_batches, check_growth_options, check_operators,  # noqa: F401
+                        check_protocol_runs, default_parent_checkpoint, grid_seeds, load_grid,
+                        search_variants)  # SweepError, load_grid: public here
 from reuse.grow import GrowthError
-from reuse.growing import check_growth, plan_chain
-from reuse.model import ModelError, is_checkpoint, load_config
+from reuse.growing import plan_chain
+from reuse.model import ModelError, is_checkpoint
 from reuse.report import write_report
 from reuse.results import by_operator, collect, write_results
 from reuse.runs import model_tag, run_name
@@ -57,6 +58,10 @@ class Run:
     seed: int = 0       # initialisation, data subset, masks and dropout; a reuse chain stays within one seed
     parent_checkpoint: str = ""  # last or best: which of the parent's checkpoints this run starts from
     variant: str = ""   # a search grid's variant (its runs live in <snap>/<variant>/)
+
+
+# What the sweep decides per run (train_args), never a recipe.
+SWEEP_SETS = {"output_dir", "init_from", "config", "fraction", "train_data", "valid_data", "test_data"}
 
 
 def plan_transfer(grid: dict) -> list[Run]:
@@ -98,6 +103,10 @@ def plan(grid: dict) -> list[Run]:
         runs += planned
     seen = {}
     for run in runs:
+        taken = sorted(set(run.args) & SWEEP_SETS)
+        if taken:  # a recipe's output_dir would send every run into one folder, each replacing the last
+            raise SweepError(f"grid {grid['name']}, run {run.run_id}: its recipe sets {', '.join(taken)}, which "
+                             f"the sweep sets for each run; remove it from the grid")
         if run.run_id in seen:
             raise SweepError(f"grid {grid['name']}: two runs would share the folder {run.run_id} (a model listed "
                              f"twice, or fractions that print alike: {seen[run.run_id]:g} and {run.fraction:g}); "
@@ -153,54 +162,6 @@ def plan_ladder(grid: dict) -> list[Run]:
                     runs.append(Run(run_id, model, fraction, "reuse", parent, recipe, seed=seed))
                     parent = run_id
     return runs
-
-
-# check_growth's settings after the two configs, in its order, as TrainConfig names them
-GROWTH = ("grow_method", "grow_depth_method", "grow_mapping", "grow_noise", "grow_ramp_steps", "grow_ligo_steps",
-          "grow_ligo_lr")
-
-
-def check_growth_options(grid: dict, runs: list[Run]) -> None:
-    """Every reused run's growth settings pass the growth checks here, not in the run: an operator study's noise,
-    inherited from the reuse recipe, would otherwise fail one chain after the scratch ladder has trained."""
-    models = {r.run_id: r.model for r in runs}
-    seen = set()
-    for run in runs:
-        if run.method != "reuse" or run.parent not in models:
-            continue
-        key = (models[run.parent], run.model) + tuple(run.args.get(k, getattr(TrainConfig, k)) for k in GROWTH)
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            check_growth(load_config(key[0]), load_config(key[1]), *key[2:])
-        except (GrowthError, ModelError) as e:
-            raise SweepError(f"grid {grid['name']}, run {run.run_id}: {e}") from e
-
-
-def check_batches(grid: dict, runs: list[Run]) -> None:
-    """Every fraction must hold at least one batch, and under protocol paper every step cap at least one epoch
-    (a budget "far past the data limit" that does not see the data once is a mistake): found here, before any run
-    starts, not in the first run."""
-    blocks_of = {}
-    for run in runs:
-        data = run.train_data or grid.get("train_data")
-        block_size, batch_size = int(run.args.get("block_size", TrainConfig.block_size)), int(run.args.get("batch_size", TrainConfig.batch_size))
-        if (data, block_size) not in blocks_of:
-            try:
-                blocks_of[(data, block_size)] = inspect_tokens(data).num_tokens // block_size
-            except DataError:
-                return  # the data is not there yet (a transfer grid's later corpora): the trainer will say
-        blocks = math.floor(run.fraction * blocks_of[(data, block_size)] + 1e-9)
-        if blocks < batch_size:
-            raise SweepError(f"grid {grid['name']}: fraction {run.fraction:g} of {data} is {blocks} blocks of "
-                             f"{block_size} tokens, fewer than one batch of {batch_size}; raise the fraction or "
-                             f"lower batch_size")
-        steps = run.args.get("max_steps")
-        if grid.get("protocol") == "paper" and steps and int(steps) < blocks // batch_size:
-            raise SweepError(f"grid {grid['name']}, run {run.run_id}: max_steps {steps} is less than one epoch of "
-                             f"fraction {run.fraction:g} ({blocks // batch_size} steps of {batch_size} blocks); "
-                             f"protocol paper trains far past the data limit: raise max_steps")
 
 
 def train_command(run: Run, grid: dict, snap: Path, threads: int | None = None) -> list[str]:
@@ -308,6 +269,19 @@ def execute(runs: list[Run], grid: dict, snap: Path, workers: int = 1, gpus: lis
     return status
 
 
+def hold_sweep(snap: Path, grid: dict) -> RunLock:
+    """One sweep per run folder at a time: two would each launch the same runs, report the other's as failed and
+    overwrite each other's results.csv. Held until this process ends."""
+    lock = RunLock(snap)
+    try:
+        lock.acquire()
+    except CheckpointError:
+        holder = (snap / ".owner").read_text().strip() if (snap / ".owner").exists() else "another process"
+        raise SweepError(f"another sweep of grid {grid['name']} is running on {snap} ({holder}): wait for it or "
+                         f"stop it") from None
+    return lock
+
+
 def claim_results_dir(results: Path, grid_path: Path, grid: dict) -> None:
     """A results folder belongs to one grid: refuse one written by another."""
     results.mkdir(parents=True, exist_ok=True)
@@ -340,6 +314,7 @@ def main(argv: list[str] | None = None) -> None:
             return
         snap = args.snap or Path("snap") / grid["name"]
         results = args.results or Path("results") / grid["name"]
+        hold_sweep(snap, grid)
         claim_results_dir(results, args.grid, grid)
         executor = None
         if args.executor:

@@ -55,7 +55,7 @@ def load_tokenizer(name_or_path: str, search_dirs: Sequence[Path] = ()):
     for folder in candidates:
         if folder.is_dir():
             try:
-                return AutoTokenizer.from_pretrained(str(folder))
+                return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)  # never run a folder's code
             except (OSError, ValueError) as e:  # no tokenizer files (a bare checkpoint), or corrupt ones
                 raise TokenizeError(f"{folder} holds no usable tokenizer ({str(e).splitlines()[0]}); "
                                     f"save one there with save_pretrained or name another") from e

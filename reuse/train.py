@@ -37,8 +37,8 @@ from reuse.evaluate import evaluate_blocks
 from reuse.grow import GrowthError
 from reuse.heldout import heldout_scores, training_sample
 from reuse.growing import grow_for_run
-from reuse.model import (ModelError, build_model, count_parameters, flops_per_step, load_config, load_model,
-                         set_dropout)
+from reuse.model import (ModelError, build_model, check_block, checkpoint_config, count_parameters, flops_per_step,
+                         load_config, load_model, set_dropout)
 from reuse.objective import CausalLM, LossModule, MaskedLM, objective_for
 from reuse.runlog import RunLog
 from reuse.tokenize import TokenizeError, load_tokenizer
@@ -172,6 +172,8 @@ def setup(cfg: TrainConfig) -> Run:
         raise TrainError(f"fraction {cfg.fraction} gives {len(blocks)} blocks, fewer than one batch of "
                          f"{cfg.batch_size}: raise --fraction or lower --batch-size")
     max_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    if cfg.config or cfg.init_from:  # the model the run trains, checked before growth spends any work on it
+        check_block(load_config(cfg.config) if cfg.config else checkpoint_config(cfg.init_from), cfg.block_size)
     model, growth, transition = make_model(cfg, blocks, tokenizer, max_steps, device)
     if model.config.vocab_size != len(tokenizer):
         raise TrainError(f"the model has vocab_size {model.config.vocab_size} but tokenizer {info.tokenizer!r} has "
@@ -187,6 +189,7 @@ def setup(cfg: TrainConfig) -> Run:
                        device=device.type, max_steps=max_steps, dropout=dropout)
     # One trainer per folder (a sweep killed with -9 leaves its child running; a re-run must not add a second
     # writer). A failure below releases it with the process, or with the lock object in-process.
+    ckpt.refuse_foreign_folder(cfg)
     lock = ckpt.RunLock(cfg.output_dir) if rank == 0 else None
     taken_over = lock.acquire() if lock else None
     if taken_over:

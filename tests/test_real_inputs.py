@@ -135,13 +135,14 @@ def test_missing_hub_subfolder_is_a_one_line_error(hub_cache):
 def test_hub_id_split_leaves_local_paths_alone(tmp_path, monkeypatch):
     from reuse.hub import from_pretrained_args, is_hub_id
 
-    assert from_pretrained_args("a/b/c/d") == ("a/b", {"subfolder": "c/d"})
-    assert from_pretrained_args("bert-base-uncased") == ("bert-base-uncased", {})
-    assert from_pretrained_args("owner/repo") == ("owner/repo", {})
-    assert from_pretrained_args("/abs/missing/folder") == ("/abs/missing/folder", {})
+    safe = {"trust_remote_code": False}  # every load refuses a checkpoint's own code
+    assert from_pretrained_args("a/b/c/d") == ("a/b", {"subfolder": "c/d", **safe})
+    assert from_pretrained_args("bert-base-uncased") == ("bert-base-uncased", safe)
+    assert from_pretrained_args("owner/repo") == ("owner/repo", safe)
+    assert from_pretrained_args("/abs/missing/folder") == ("/abs/missing/folder", safe)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "snap" / "run" / "best").mkdir(parents=True)
-    assert from_pretrained_args("snap/run/best") == ("snap/run/best", {})  # an existing folder wins
+    assert from_pretrained_args("snap/run/best") == ("snap/run/best", safe)  # an existing folder wins
     assert not is_hub_id("snap/run/best") and is_hub_id("snap/run/other") and not is_hub_id("plain")
 
 
@@ -189,3 +190,4 @@ def test_evaluating_a_model_of_another_vocabulary_fails_before_any_work(hub_cach
     assert done.stderr.strip().splitlines() == [done.stderr.strip()] and done.stderr.startswith("error:")
     assert "vocab_size 50262" in done.stderr and "'bert-base-uncased' (30522 tokens)" in done.stderr
     assert done.stdout == "" and not (tmp_path / "eval.csv").exists()  # not even the matching first one ran
+
