@@ -149,7 +149,7 @@ def file_value(cls, field: dataclasses.Field, value, path):
             except ValueError:
                 pass
     wanted = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(kind, str(kind))
-    raise SystemExit(f"error: {path}: {field.name} = {value!r} is not {wanted}")
+    raise SystemExit(f"error: {field.name}: {value!r} is not {wanted} (in {path})")
 
 
 def dataclass_from_args(cls, args: argparse.Namespace):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel
 from transformers.activations import gelu
@@ -41,6 +42,8 @@ def load_config(path: str | Path) -> PretrainedConfig:
         if not isinstance(fields, dict):
             raise ValueError("not a JSON object")
         config = AutoConfig.for_model(**fields)
+    except StrictDataclassError as e:  # transformers 5 configs check their fields' types: say which, in one line
+        raise ModelError(f"{path}: {e.__cause__ or str(e).splitlines()[0]}") from e
     except (json.JSONDecodeError, ValueError, KeyError, TypeError) as e:
         # TypeError: no model_type; ValueError also covers a file that is not UTF-8 text.
         raise ModelError(f"{path} is not a Hugging Face model config with a model_type ({e})") from e
@@ -112,7 +115,7 @@ def checkpoint_config(name_or_folder: str | Path) -> PretrainedConfig:
     where, kwargs = from_pretrained_args(name_or_folder)
     try:
         config = AutoConfig.from_pretrained(where, **kwargs)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, StrictDataclassError) as e:
         what = "not a checkpoint folder" if folder.exists() else "neither a local checkpoint folder nor one on the Hub"
         raise ModelError(f"{str(name_or_folder)!r} is {what} ({str(e).splitlines()[0]})") from e
     check_model_config(config, name_or_folder)

@@ -60,8 +60,8 @@ class Run:
     variant: str = ""   # a search grid's variant (its runs live in <snap>/<variant>/)
 
 
-# What the sweep decides per run (train_args), never a recipe.
-SWEEP_SETS = {"output_dir", "init_from", "config", "fraction", "train_data", "valid_data", "test_data"}
+# What the sweep decides per run (train_args), never a recipe (a recipe may still name other data for a model).
+SWEEP_SETS = {"output_dir", "init_from", "config", "fraction"}
 
 
 def plan_transfer(grid: dict) -> list[Run]:
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
             return
         snap = args.snap or Path("snap") / grid["name"]
         results = args.results or Path("results") / grid["name"]
-        hold_sweep(snap, grid)
+        lock = hold_sweep(snap, grid)  # held while this reference lives: a dropped lock object releases itself
         claim_results_dir(results, args.grid, grid)
         executor = None
         if args.executor:
@@ -353,6 +353,7 @@ def main(argv: list[str] | None = None) -> None:
                 write_report(grid, rows, results, figure, baseline, time.time() - start, both)
     except (SweepError, DataError, ModelError, TransferError) as e:
         sys.exit(f"error: {e}")
+    lock.release()
     failed = [r for r, s in status.items() if s != "done"]
     print(f"{len(rows)} runs in {results / 'results.csv'}" + (f"; not done: {', '.join(failed)}" if failed else ""))
     if failed:

@@ -90,13 +90,13 @@ def test_a_fine_tune_args_file_with_a_string_for_a_flag_is_refused(tmp_path, tra
     args = tmp_path / "args.json"
     args.write_text(json.dumps({"task": "next", "output_dir": str(finetuned), "overwrite": "no"}))
     done = run_main(main, [str(grown), "--args-file", str(args)], "reuse.finetune", check=False)
-    assert "overwrite = 'no' is not true or false" in one_line_error(done)
+    assert "overwrite: 'no' is not true or false" in one_line_error(done)
     assert digest(finetuned / "finetune.json") == before
 
 
-@pytest.mark.parametrize("value,message", [(None, "output_dir = None is not a string"),
-                                           (["a"], "output_dir = ['a'] is not a string"),
-                                           (True, "seed = True is not an integer")])
+@pytest.mark.parametrize("value,message", [(None, "output_dir: None is not a string"),
+                                           (["a"], "output_dir: ['a'] is not a string"),
+                                           (True, "seed: True is not an integer")])
 def test_a_train_args_file_with_the_wrong_type_is_refused_before_any_folder(tmp_path, value, message):
     from reuse.train import main
 
@@ -152,21 +152,23 @@ def test_a_grid_recipe_cannot_send_every_run_into_one_folder(tmp_path, section):
 
 
 # ---------------------------------------------------------------------------------------------------- two at once
-def test_a_second_sweep_of_the_same_grid_is_refused_naming_the_first(tmp_path):
+def test_a_second_sweep_of_the_same_grid_is_refused_naming_the_first(tmp_path, embedded_dir):
     import subprocess
+
+    from test_sweep import tiny_grid
 
     from reuse.sweep import main
 
     snap = tmp_path / "snap"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from reuse.checkpoint import RunLock; "
-                               f"RunLock({str(snap)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from reuse.checkpoint import RunLock; "
+                               f"lock = RunLock({str(snap)!r}); lock.acquire(); print('held', flush=True); "
+                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        done = run_main(main, ["configs/demo.yaml", "--snap", snap, "--results", tmp_path / "results"],
-                        "reuse.sweep", check=False)
+        done = run_main(main, [tiny_grid(tmp_path, embedded_dir), "--snap", snap, "--results",
+                               tmp_path / "results"], "reuse.sweep", check=False)
         message = one_line_error(done)
-        assert "another sweep of grid demo is running" in message and f"process {holder.pid}" in message
+        assert "another sweep of grid tiny is running" in message and f"process {holder.pid}" in message
         assert not (tmp_path / "results").exists()
     finally:
         holder.kill()
@@ -176,8 +178,8 @@ def test_a_second_sweep_of_the_same_grid_is_refused_naming_the_first(tmp_path):
 @pytest.mark.parametrize("change,message", [
     ({"num_hidden_layers": -1}, "num_hidden_layers must be a positive integer, not -1"),
     ({"num_attention_heads": 3}, "hidden_size 64 is not divisible by num_attention_heads 3"),
-    ({"hidden_size": "64"}, "hidden_size must be a positive integer, not '64'"),
-    ({"intermediate_size": 2.5}, "intermediate_size must be a positive integer, not 2.5"),
+    ({"hidden_size": "64"}, "Field 'hidden_size' expected int, got str (value: '64')"),
+    ({"intermediate_size": 2.5}, "Field 'intermediate_size' expected int, got float (value: 2.5)"),
     ({"vocab_size": 0}, "vocab_size must be a positive integer, not 0"),
     ({"hidden_act": "swishy"}, "unknown activation 'swishy'"),
     ({"max_position_embeddings": 64}, "--block-size 126 needs 128 positions but the model has "

@@ -226,7 +226,8 @@ def test_every_growth_option_of_a_grid_reaches_the_trained_runs_config(tmp_path,
               "grow_noise": 0.001}
     grid = tiny_grid(tmp_path, embedded_dir, models=["configs/bert-2L-64H.json", "configs/bert-2L-128H.json"],
                      methods={"reuse": {**growth, "lr": 5e-4}},
-                     train={"batch_size": 8, "max_steps": 2, "eval_every": 2, "eval_batches": 1, "save_every": 2})
+                     train={"batch_size": 8, "max_steps": 2, "eval_every": 2, "eval_batches": 1, "save_every": 2,
+                            "patience": 10})
     sweep(grid, tmp_path)
     reused = tmp_path / "snap" / "bert-n2n-2L-128H-0.5D"
     config = json.loads((reused / "run_config.json").read_text())
