@@ -161,7 +161,7 @@ def test_a_tiny_operator_sweep_reports_its_operators(tmp_path, embedded_dir):
             "fractions": [0.5], "train_data": str(embedded_dir / "en.train.raw.bert-base-uncased.hdf5"),
             "valid_data": str(embedded_dir / "en.valid.raw.bert-base-uncased.hdf5"),
             "train": {"batch_size": 8, "max_steps": 4, "eval_every": 2, "eval_batches": 1, "save_every": 2,
-                      "patience": 10},
+                      "patience": 10, "heldout_batches": 2},
             "methods": {"scratch": {"lr": 1e-3}, "reuse": {"lr": 5e-4}},
             "operators": {"net2net": {}, "msg": {"grow_ramp_steps": 2}}}
     path = tmp_path / "grid.yaml"

@@ -19,8 +19,9 @@ def tiny_grid(tmp_path, embedded_dir, **changes):
     grid = {"name": "tiny", "protocol": "early-stop", "family": "bert", "models": ["configs/bert-2L-64H.json", "configs/bert-2L-128H.json"],
             "fractions": [0.5], "train_data": str(embedded_dir / "en.train.raw.bert-base-uncased.hdf5"),
             "valid_data": str(embedded_dir / "en.valid.raw.bert-base-uncased.hdf5"),
+            # heldout_batches: the end-of-run scores on 2 batches a split, not whole splits (seconds per run)
             "train": {"batch_size": 8, "max_steps": 4, "eval_every": 2, "eval_batches": 1, "save_every": 2,
-                      "patience": 10},
+                      "patience": 10, "heldout_batches": 2},
             "methods": {"scratch": {"lr": 1e-3}, "reuse": {"grow_method": "net2net", "lr": 5e-4}}}
     grid.update(changes)
     path = tmp_path / "grid.yaml"
@@ -227,7 +228,7 @@ def test_every_growth_option_of_a_grid_reaches_the_trained_runs_config(tmp_path,
     grid = tiny_grid(tmp_path, embedded_dir, models=["configs/bert-2L-64H.json", "configs/bert-2L-128H.json"],
                      methods={"reuse": {**growth, "lr": 5e-4}},
                      train={"batch_size": 8, "max_steps": 2, "eval_every": 2, "eval_batches": 1, "save_every": 2,
-                            "patience": 10})
+                            "patience": 10, "heldout_batches": 2})
     sweep(grid, tmp_path)
     reused = tmp_path / "snap" / "bert-n2n-2L-128H-0.5D"
     config = json.loads((reused / "run_config.json").read_text())
