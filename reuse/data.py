@@ -42,9 +42,12 @@ def inspect_tokens(path: str | Path) -> TokenFileInfo:
         raise DataError(f"{path} does not exist; tokenize the text first (tokenization/tokenize_wiki_bert.bash)")
     try:
         with h5py.File(path, "r") as h5:
-            if "tokens" not in h5 or h5["tokens"].ndim != 1:
+            tokens = h5.get("tokens")
+            if not isinstance(tokens, h5py.Dataset) or tokens.ndim != 1:
                 raise DataError(f"{path} has no 1-D dataset 'tokens': not a file written by reuse.tokenize")
-            num_tokens = len(h5["tokens"])
+            if tokens.dtype.kind not in "iu":
+                raise DataError(f"{path} holds {tokens.dtype} tokens, not integer ids: re-run reuse.tokenize")
+            num_tokens = len(tokens)
             attrs = dict(h5.attrs)
     except OSError as e:
         raise DataError(f"{path} is not a readable HDF5 file ({e})") from e
@@ -100,6 +103,23 @@ def load_blocks(path: str | Path, block_size: int = BLOCK_SIZE, fraction: float 
             out[filled:filled + len(wanted)] = torch.from_numpy(chunk[wanted - lo])
             filled += len(wanted)
     return out
+
+
+def check_ids(ids, vocab_size: int, where) -> None:
+    """Token ids the model has embeddings for: an id out of range would fail deep inside an embedding lookup (or,
+    on a GPU, as a device assert)."""
+    if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+        raise DataError(f"{where} holds token ids from {int(ids.min())} to {int(ids.max())}, outside the "
+                        f"vocabulary's 0..{vocab_size - 1}: tokenize it with the model's tokenizer")
+
+
+def check_file_ids(path: str | Path, vocab_size: int, chunk: int = 1 << 22) -> None:
+    """check_ids over a whole token file, read in chunks (evaluation splits are small; this is not for training
+    corpora, whose selected blocks are checked in memory instead)."""
+    with h5py.File(path, "r") as h5:
+        tokens = h5["tokens"]
+        for start in range(0, len(tokens), chunk):
+            check_ids(tokens[start:start + chunk], vocab_size, path)
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, SequentialSampler
 from tqdm import tqdm
 
-from reuse.data import BLOCK_SIZE, BlockDataset, DataError, inspect_tokens, load_blocks, to_device
+from reuse.data import BLOCK_SIZE, BlockDataset, DataError, check_file_ids, inspect_tokens, load_blocks, to_device
 from reuse.model import ModelError, checkpoint_config, count_parameters, is_causal, load_model
 from reuse.objective import objective_for
 from reuse.runs import parse_run_name
@@ -221,6 +221,7 @@ def main(argv: list[str] | None = None) -> None:
             config = checkpoint_config(ckpt)
             tokenizers.append(load_checkpoint_tokenizer(ckpt, args.data))
             check_vocabulary(ckpt, config, tokenizers[-1], info)
+        check_file_ids(args.data, min(checkpoint_config(c).vocab_size for c in args.checkpoints))
         for ckpt, tokenizer in zip(args.checkpoints, tokenizers):
             model = load_model(ckpt).to(args.device)
             result = evaluate_checkpoint(model, tokenizer, args.data, torch.device(args.device), args.batch_size,

@@ -31,7 +31,7 @@ from reuse.carry import carry_from_checkpoint
 from reuse.checkpoint import TrainState
 from reuse.cli import add_dataclass_arguments, dataclass_values
 from reuse.config import ConfigError, TrainConfig, check_config, config_from_dict, resolve
-from reuse.data import DataError, inspect_tokens, load_blocks, to_device
+from reuse.data import DataError, check_file_ids, check_ids, inspect_tokens, load_blocks, to_device
 from reuse.dropout import use_cpu_dropout
 from reuse.evaluate import evaluate_blocks
 from reuse.grow import GrowthError
@@ -167,6 +167,7 @@ def setup(cfg: TrainConfig) -> Run:
     info = inspect_tokens(cfg.train_data)
     tokenizer = load_tokenizer(cfg.tokenizer or info.tokenizer, search_dirs=[Path(cfg.train_data).parent])
     blocks = load_blocks(cfg.train_data, cfg.block_size, cfg.fraction, cfg.seed)
+    check_ids(blocks, len(tokenizer), cfg.train_data)  # before growth: LiGO trains on these blocks
     steps_per_epoch = len(blocks) // cfg.batch_size
     if steps_per_epoch == 0:
         raise TrainError(f"fraction {cfg.fraction} gives {len(blocks)} blocks, fewer than one batch of "
@@ -182,8 +183,10 @@ def setup(cfg: TrainConfig) -> Run:
     objective = objective_for(model.config, tokenizer, cfg.mlm_probability)
     valid_blocks = load_blocks(cfg.valid_data, cfg.block_size)[:cfg.eval_batches * cfg.eval_batch_size] \
         if cfg.valid_data else None
-    if cfg.test_data:  # read only at the end: a missing file must fail here, before any step
-        inspect_tokens(cfg.test_data)
+    if valid_blocks is not None:
+        check_ids(valid_blocks, len(tokenizer), cfg.valid_data)
+    if cfg.test_data:  # read only at the end: a bad file must fail here, before any step
+        check_file_ids(inspect_tokens(cfg.test_data).path, len(tokenizer))
 
     resolved = resolve(cfg, model_config=model.config, tokenizer=cfg.tokenizer or info.tokenizer, world_size=world,
                        device=device.type, max_steps=max_steps, dropout=dropout)

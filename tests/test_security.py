@@ -195,3 +195,42 @@ def test_a_model_config_that_cannot_train_is_one_line_before_any_work(tmp_path, 
                            "--batch-size", "8", "--max-steps", "1"], "reuse.train", check=False)
     assert message in one_line_error(done)
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------------------- token files
+def token_file(folder, tokens, as_group=False):
+    """A token file in this project's layout (HDF5 `tokens` + `.line` offsets) holding `tokens` as given."""
+    import h5py
+    import numpy as np
+
+    path = folder / "bad.raw.bert-base-uncased.hdf5"
+    with h5py.File(path, "w") as h5:
+        if as_group:
+            h5.create_group("tokens")
+        else:
+            h5.create_dataset("tokens", data=np.asarray(tokens))
+        h5.attrs["tokenizer"] = "bert-base-uncased"
+    path.with_suffix(".line").write_text(f"0\n{len(tokens)}\n")
+    return path
+
+
+@pytest.mark.parametrize("tokens,as_group,message", [
+    ([5000.5] * 4000, False, "holds float64 tokens, not integer ids"),
+    ([40000] + [1] * 3999, False, "holds token ids from 1 to 40000, outside the vocabulary's 0..30521"),
+    ([-3] + [1] * 3999, False, "holds token ids from -3 to 1"),
+    ([1] * 4000, True, "has no 1-D dataset 'tokens'"),
+])
+def test_a_token_file_the_model_cannot_read_is_one_line(tmp_path, tokens, as_group, message):
+    from reuse.evaluate import main as evaluate
+    from reuse.train import main as train
+
+    data = token_file(tmp_path, tokens, as_group)
+    done = run_main(train, ["--config", "configs/bert-2L-64H.json", "--output-dir", str(tmp_path / "run"),
+                            "--train-data", str(data), "--batch-size", "8", "--max-steps", "1"], "reuse.train",
+                    check=False)
+    assert message in one_line_error(done) and not (tmp_path / "run").exists()
+    torch.manual_seed(0)
+    save_model(tmp_path / "ck", build_model(load_config("configs/bert-2L-64H.json")),
+               load_tokenizer("bert-base-uncased"))
+    done = run_main(evaluate, [str(tmp_path / "ck"), "--data", str(data)], "reuse.evaluate", check=False)
+    assert message in one_line_error(done)
