@@ -216,12 +216,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         # Every checkpoint is checked against the data before the first one is evaluated.
         info = inspect_tokens(args.data)
-        tokenizers = []
+        tokenizers, vocab_sizes = [], []
         for ckpt in args.checkpoints:
             config = checkpoint_config(ckpt)
             tokenizers.append(load_checkpoint_tokenizer(ckpt, args.data))
             check_vocabulary(ckpt, config, tokenizers[-1], info)
-        check_file_ids(args.data, min(checkpoint_config(c).vocab_size for c in args.checkpoints))
+            vocab_sizes.append(config.vocab_size)
+        check_file_ids(args.data, min(vocab_sizes))
         for ckpt, tokenizer in zip(args.checkpoints, tokenizers):
             model = load_model(ckpt).to(args.device)
             result = evaluate_checkpoint(model, tokenizer, args.data, torch.device(args.device), args.batch_size,

@@ -117,7 +117,8 @@ def search_lines(grid: dict, rows: list[dict]) -> list[str]:
             s = mean_at(rows, "scratch", pick["scratch"], width, column)
             u = mean_at(rows, "reuse", pick["reuse"], width, column)
             cells.append(f"{s - u:+.3f}" if s is not None and u is not None else "")
-            signs.add(("chosen", s is not None and u is not None and s > u))
+            if cells[-1]:
+                signs.add(("chosen", s > u))
             lines.append(f"| {width / 1e6:.2f} | " + " | ".join(cells) + " |")
         agree = len({won for _, won in signs}) == 1
         lines += ["", "The matched and the chosen comparisons " + ("agree in sign at every width." if agree else
