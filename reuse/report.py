@@ -17,7 +17,7 @@ import numpy as np
 from reuse.compare import LOSS, curve_shape, groups, is_reuse, paired_gains
 from reuse.grid import PROTOCOLS
 from reuse.protocols import protocol_lines
-from reuse.results import by_operator
+from reuse.results import by_operator, far_past_best
 from reuse.stats import fmt, t_interval
 
 
@@ -180,7 +180,7 @@ def operator_lines(rows: list[dict]) -> list[str]:
 def regime_lines_fixed_budget(rows: list[dict]) -> list[str]:
     """Protocol paper: how far past its best periodic valid loss each group of runs trained."""
     past = [r for r in rows if r["regime"] == "past-best"]
-    far = [r for r in past if r["best_step"] <= r["steps"] / 2]
+    far = [r for r in past if far_past_best(r)]
     lines = [f"Every run trained its fixed budget. {len(past)} of {len(rows)} trained past their best periodic valid "
              f"loss (past-best); {len(far)} of them at least as long again after it as before (budget >= 2x the best "
              f"step), the regime of the paper's scratch models. The others were still improving at the end "
@@ -193,7 +193,7 @@ def regime_lines_fixed_budget(rows: list[dict]) -> list[str]:
         epochs = [r["epochs_past_best"] for r in at if isinstance(r.get("epochs_past_best"), float)]
         span = f"{min(epochs):.0f}-{max(epochs):.0f}" if epochs else ""
         lines.append(f"| {fraction:g} | {method} | {len(at)} | {sum(r['regime'] == 'past-best' for r in at)} | "
-                     f"{sum(0 <= r['best_step'] <= r['steps'] / 2 for r in at)} | "
+                     f"{sum(map(far_past_best, at))} | "
                      f"{min(r['best_step'] for r in at)}-{max(r['best_step'] for r in at)} | "
                      f"{min(r['epochs'] for r in at):.0f}-{max(r['epochs'] for r in at):.0f} | {span} |")
     return lines
@@ -224,13 +224,15 @@ def write_report(grid: dict, rows: list[dict], results: Path, figure: Path, base
     lines += ["## Regime", ""]
     if grid.get("protocol") == "paper":
         lines += regime_lines_fixed_budget(rows)
-    limited = [r for r in rows if r["regime"] != "data-limited"]
-    if grid.get("protocol") != "paper":
+    else:
+        limited = [r for r in rows if r["regime"] != "data-limited"]
         lines.append(f"{len(rows) - len(limited)} of {len(rows)} runs are data-limited (best valid loss before the "
                      f"cap, then no improvement for the patience: stopped early).")
-    if limited and grid.get("protocol") != "paper":
-        lines += ["", "**Not data-limited** (a statement about data scarcity that rests on these is not evidence):", ""]
-        lines += [f"- {r['run_id']}: {r['regime']} (best at step {r['best_step']} of {r['steps']})" for r in limited]
+        if limited:
+            lines += ["", "**Not data-limited** (a statement about data scarcity that rests on these is not "
+                      "evidence):", ""]
+            lines += [f"- {r['run_id']}: {r['regime']} (best at step {r['best_step']} of {r['steps']})"
+                      for r in limited]
     lines += protocol_lines(rows)
     if protocols_figure is not None:
         lines += ["", f"![Both protocols]({protocols_figure.name})"]

@@ -78,6 +78,12 @@ def valid_curve(run_dir: str | Path) -> list[tuple[int, float]]:
     return sorted(by_step.items())
 
 
+def far_past_best(row: dict) -> bool:
+    """A run whose budget is at least twice its best step: it trained at least as long again after its best as
+    before it (the paper's regime; the recipe search's eligibility and the report's count)."""
+    return 0 <= row["best_step"] <= row["steps"] / 2
+
+
 def run_regime(run_dir: str | Path, fixed_budget: bool = False) -> str:
     summary = json.loads((Path(run_dir) / "summary.json").read_text())
     return classify_regime(valid_curve(run_dir), bool(summary.get("stopped_early")), fixed_budget)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from reuse.protocols import has_scores
+from reuse.results import far_past_best
 
 CRITERIA = {"paper": "valid_last", "early-stop": "valid_best"}
 SHOWN = ("valid_last", "valid_best", "test_last", "test_best")
@@ -26,7 +27,7 @@ SHOWN = ("valid_last", "valid_best", "test_last", "test_best")
 
 def eligible(rows: list[dict], method: str, variant: str) -> bool:
     runs = [r for r in rows if (r["method"], r["variant"]) == (method, variant)]
-    return all(0 <= r["best_step"] <= r["steps"] / 2 for r in runs)
+    return all(map(far_past_best, runs))
 
 
 def candidates(rows: list[dict], column: str) -> dict[tuple[str, str], float]:
